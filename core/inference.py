@@ -1,0 +1,259 @@
+"""Ranking stickers for a dialogue, with emotions, semantic labels and word saliency.
+
+`StickerSelector` wraps a trained model, its tokenizer, the image encoder and a sticker bank;
+the demo and the evaluation scripts call it, never the model directly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from .checkpoint import load_selector
+from .data import Sticker, Turn, UnknownStickerError
+from .features import PairEncoder, collate_pairs
+from .image_encoder import FeatureCache, create_image_encoder
+from .model import StickerSelectorModel
+from .sticker_bank import StickerBank, build_sticker_bank, semantic_text
+
+Progress = Callable[[float, str], None]
+MAX_TURNS = 200  # only the most recent turns can fit the model's window anyway
+
+
+@dataclass
+class RankedSticker:
+    sticker_id: str
+    rank: int
+    score: float                        # positive-class logit
+    probability: float                  # softmax probability of "matches"
+    emotions: list[tuple[str, float]]   # top-3 (emotion name, probability)
+    semantic_label: str                 # the OCR text the model reconstructs with the OCR masked
+    ocr: str
+    name_label: str
+    image_path: str | None
+
+
+def _turns(turns: Sequence[str | Turn]) -> tuple[list[str], list[str]]:
+    """(speakers, texts) of the most recent turns; plain strings alternate speakers."""
+    turns = list(turns)[-MAX_TURNS:]
+    texts, speakers = [], []
+    for i, turn in enumerate(turns):
+        if isinstance(turn, Turn):
+            texts.append(turn.text)
+            speakers.append(turn.speaker)
+        else:
+            texts.append(str(turn))
+            speakers.append(f"[speaker{i % 2 + 1}]")
+    if not texts or not any(t.strip() for t in texts):
+        raise ValueError("the dialogue is empty: give at least one turn with text")
+    return speakers, texts
+
+
+class StickerSelector:
+    def __init__(self, model: StickerSelectorModel, tokenizer, stickers: Iterable[Sticker],
+                 image_encoder=None, feature_cache_path: str | Path | None = None,
+                 model_version: str = "unversioned"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.encoder = PairEncoder(tokenizer, model.config)
+        self.image_encoder = image_encoder or create_image_encoder(model.config.image_encoder)
+        self.features = FeatureCache(self.image_encoder, feature_cache_path)
+        self._stickers = {s.sticker_id: s for s in stickers if s.image_path is not None}
+        self.bank: StickerBank = build_sticker_bank(self._stickers.values(), self.features, self.encoder,
+                                                    model.config.semantic_source)
+        self.model_version = model_version
+        self.device = next(model.parameters()).device
+
+    # construction -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, *, stickers=None, device: str | None = None,
+             feature_cache_path: str | Path | None = None) -> "StickerSelector":
+        """checkpoint None: the default model shipped in assets/."""
+        if checkpoint is None:
+            from assets import DEFAULT_MODEL_DIR
+
+            checkpoint = DEFAULT_MODEL_DIR
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, tokenizer = load_selector(checkpoint, device=device)
+        return cls(model, tokenizer, stickers or [], feature_cache_path=feature_cache_path,
+                   model_version=checkpoint_version(checkpoint))
+
+    @classmethod
+    def tiny_random(cls, stickers, seed: int = 0) -> "StickerSelector":
+        """A tiny random-weight selector over `stickers`, for fast tests."""
+        from .emotion import EMOTION_CLASSES
+        from .factory import create_model
+        from .image_encoder import RandomProjectionEncoder
+
+        stickers = list(stickers)
+        texts = [s.ocr for s in stickers] + [s.name_label for s in stickers] + ["你好再见谢谢哈哈"]
+        torch.manual_seed(seed)
+        model, tokenizer = create_model("tiny", tiny_texts=texts, image_feature_dim=16,
+                                        image_encoder="random_projection:16:0",
+                                        emotion_names=EMOTION_CLASSES, max_length=48)
+        return cls(model, tokenizer, stickers, image_encoder=RandomProjectionEncoder(16, 0),
+                   model_version=f"tiny-random-{seed}")
+
+    # stickers ------------------------------------------------------------------------------
+    def sticker_ids(self) -> list[str]:
+        return list(self.bank.ids)
+
+    def sticker(self, sticker_id: str) -> Sticker:
+        if sticker_id not in self._stickers:
+            raise UnknownStickerError(sticker_id)
+        return self._stickers[sticker_id]
+
+    def add_sticker(self, sticker: Sticker, image=None) -> None:
+        """Adds a sticker (image from `image` or its image_path); ranked at once, no retraining."""
+        from .images import load_sticker_image
+
+        if sticker.sticker_id in self._stickers:
+            raise ValueError(f"sticker id {sticker.sticker_id!r} already exists")
+        if image is None:
+            if sticker.image_path is None:
+                raise ValueError(f"sticker {sticker.sticker_id!r} has no image")
+            image = load_sticker_image(sticker.image_path)
+        feature = self.features.encode([image])[0]
+        self.bank.add(sticker.sticker_id, feature, semantic_text(sticker, self.model.config.semantic_source),
+                      self.encoder)
+        self._stickers[sticker.sticker_id] = sticker
+
+    # ranking -------------------------------------------------------------------------------
+    def _rows(self, candidate_ids: Sequence[str] | None) -> list[int]:
+        if candidate_ids is None:
+            return list(range(len(self.bank.ids)))
+        return [self.bank.position(str(c)) for c in candidate_ids]
+
+    def context_ids(self, turns: Sequence[str | Turn]) -> list[int]:
+        speakers, texts = _turns(turns)
+        return self.encoder.context_ids(speakers, texts)
+
+    @torch.inference_mode()
+    def _score(self, context: list[int], rows: list[int], batch_size: int = 64, progress: Progress | None = None):
+        mask_ocr = not self.model.config.ocr_in_inputs
+        scores, probs, emotions = [], [], []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            pairs = [self.encoder.build(context, self.bank.ocr_ids[r], mask_ocr=mask_ocr) for r in chunk]
+            batch = self._batch(pairs, chunk)
+            out = self.model(**batch)
+            scores.append(out.scores.float().cpu())
+            probs.append(out.match_logits.float().softmax(-1)[:, 1].cpu())
+            if out.emotion_logits is not None:
+                emotions.append(out.emotion_logits.float().softmax(-1).cpu())
+            if progress:
+                progress(min(1.0, (start + len(chunk)) / len(rows)), "scoring stickers")
+        return torch.cat(scores), torch.cat(probs), (torch.cat(emotions) if emotions else None)
+
+    def _batch(self, pairs, rows) -> dict[str, torch.Tensor]:
+        batch = collate_pairs(pairs, self.encoder.pad_id)
+        batch["sticker_features"] = self.bank.features[torch.as_tensor(rows)]
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def semantic_labels(self, context: list[int], rows: list[int]) -> list[str]:
+        """Reconstructs each sticker's text from the OCR run all masked (the L_sem task)."""
+        if not rows:
+            return []
+        pairs = [self.encoder.build(context, self.bank.ocr_ids[r], mask_ocr=True) for r in rows]
+        batch = self._batch(pairs, rows)
+        hidden = self.model.encode(**batch)                                       # (B, T, H)
+        positions = torch.tensor([p.ocr_positions for p in pairs], device=self.device)  # (B, S)
+        predicted = self.model.predict_masked(hidden, positions).argmax(-1).cpu()  # (B, S)
+        labels = []
+        for row, ids in zip(rows, predicted.tolist()):
+            n = len(self.bank.ocr_ids[row]) or 4
+            labels.append(self.tokenizer.decode(ids[-n:], skip_special_tokens=True).strip())
+        return labels
+
+    def rank(self, turns: Sequence[str | Turn], candidate_ids: Sequence[str] | None = None,
+             progress: Progress | None = None, semantic_top_k: int | None = 30) -> list[RankedSticker]:
+        """Stickers ranked for the dialogue (best first). Semantic labels for the top `semantic_top_k`."""
+        context = self.context_ids(turns)
+        rows = self._rows(candidate_ids)
+        if not rows:
+            raise ValueError("no candidate stickers to rank")
+        scores, probs, emotions = self._score(context, rows, progress=progress)
+        order = scores.argsort(descending=True).tolist()
+        top_k = len(order) if semantic_top_k is None else semantic_top_k
+        labels = self.semantic_labels(context, [rows[i] for i in order[:top_k]])
+        names = self.model.config.emotion_names
+        ranked = []
+        for rank, i in enumerate(order, start=1):
+            sticker = self._stickers[self.bank.ids[rows[i]]]
+            top3 = []
+            if emotions is not None:
+                values, indices = emotions[i].topk(min(3, len(names)))
+                top3 = [(names[j], float(v)) for v, j in zip(values.tolist(), indices.tolist())]
+            ranked.append(RankedSticker(
+                sticker_id=sticker.sticker_id, rank=rank, score=float(scores[i]), probability=float(probs[i]),
+                emotions=top3, semantic_label=labels[rank - 1] if rank <= len(labels) else "",
+                ocr=sticker.ocr, name_label=sticker.name_label,
+                image_path=str(sticker.image_path) if sticker.image_path else None))
+        return ranked
+
+    # saliency ------------------------------------------------------------------------------
+    def saliency(self, turns: Sequence[str | Turn], sticker_id: str, method: str = "gradient",
+                 n_steps: int = 32, progress: Progress | None = None) -> list[tuple[str, float]]:
+        """Per dialogue token importance for the matching score (paper Fig. 3), via Captum.
+
+        method "gradient": L2 norm of d score / d input embedding; "integrated_gradients":
+        L2 norm of the Integrated Gradients attribution (baseline: all-[PAD] embeddings).
+        """
+        from captum.attr import IntegratedGradients, Saliency
+
+        if method not in ("gradient", "integrated_gradients"):
+            raise ValueError(f"method={method!r}; expected 'gradient' or 'integrated_gradients'")
+        context = self.context_ids(turns)
+        row = self.bank.position(str(sticker_id))
+        pair = self.encoder.build(context, self.bank.ocr_ids[row], mask_ocr=not self.model.config.ocr_in_inputs)
+        batch = self._batch([pair], [row])
+        embeds = self.model.input_embeddings(batch["input_ids"], batch["sticker_features"],
+                                             batch["sticker_positions"]).detach()     # (1, T, H)
+        calls = {"n": 0}
+
+        def score(inputs_embeds: torch.Tensor) -> torch.Tensor:  # (k, T, H) -> (k,)
+            k = inputs_embeds.shape[0]
+            expand = {name: value.expand(k, *value.shape[1:]) for name, value in batch.items()}
+            calls["n"] += k
+            if progress and method == "integrated_gradients":
+                progress(min(1.0, calls["n"] / n_steps), "integrated gradients")
+            return self.model(**expand, inputs_embeds=inputs_embeds, compute_emotions=False).scores
+
+        if method == "gradient":
+            attribution = Saliency(score).attribute(embeds, abs=True)
+        else:
+            pad = self.model.bert.embeddings.word_embeddings.weight[self.encoder.pad_id].detach()
+            baseline = embeds.clone()
+            baseline[0, pair.context_positions] = pad
+            attribution = IntegratedGradients(score).attribute(embeds, baselines=baseline, n_steps=n_steps,
+                                                               internal_batch_size=8)
+        norms = attribution[0].norm(dim=-1)                                            # (T,)
+        pieces = self.tokenizer.convert_ids_to_tokens([pair.input_ids[p] for p in pair.context_positions])
+        return [(piece.replace("▁", " ").replace("##", ""), float(norms[p]))
+                for piece, p in zip(pieces, pair.context_positions)]
+
+
+def checkpoint_version(checkpoint: str | Path) -> str:
+    """A short content hash of the checkpoint's config and weights (recorded with annotations)."""
+    directory = Path(checkpoint)
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        path = directory / name
+        if path.exists():
+            digest.update(path.name.encode())
+            digest.update(str(path.stat().st_size).encode())
+            with open(path, "rb") as handle:
+                digest.update(handle.read(1 << 20))
+    info = directory / "training_info.json"
+    label = directory.name
+    if info.exists():
+        try:
+            label = json.loads(info.read_text()).get("name", label)
+        except (ValueError, OSError):
+            pass
+    return f"{label}-{digest.hexdigest()[:10]}"

@@ -1,0 +1,120 @@
+"""The multitask training objective: L = L_main + a L_ctx + b L_emo + c L_sem.
+
+Passes per batch of B samples (each a dialogue + its gold sticker):
+- match:   B positive pairs + B pairs with one random other sticker (1:1), CE on [CLS];
+           the emotion head reads the sticker slot of the positive pairs.
+- ctx:     gold pair with 15% of dialogue tokens masked (80/10/10), CE on those tokens.
+- sem:     gold pair with the OCR run all [MASK]; reconstruct the OCR ids (stickers with text).
+With `ocr_in_inputs=False` (Appendix C ablation) the OCR run is all [MASK] in every pass.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .features import EncodedPair, PairEncoder, collate_pairs, mask_context, ocr_labels_batch
+from .model import IGNORE_INDEX, StickerSelectorModel
+from .sticker_bank import StickerBank
+
+
+class ContextCache:
+    """Tokenised dialogue contexts, keyed by sample id (each sample is tokenised once)."""
+
+    def __init__(self, encoder: PairEncoder):
+        self.encoder = encoder
+        self._ids: dict[str, list[int]] = {}
+
+    def __call__(self, sample: dict) -> list[int]:
+        key = sample["sample_id"]
+        if key not in self._ids:
+            self._ids[key] = self.encoder.context_ids(sample["speakers"], sample["texts"])
+        return self._ids[key]
+
+
+class MultitaskObjective(nn.Module):
+    def __init__(self, model: StickerSelectorModel, encoder: PairEncoder, bank: StickerBank,
+                 negative_pool: Sequence[str] | None = None):
+        super().__init__()
+        self.model = model
+        self.encoder = encoder
+        self.bank = bank
+        pool = negative_pool if negative_pool is not None else bank.ids
+        self.negative_rows = torch.tensor([bank.position(s) for s in pool], dtype=torch.long)
+        self.contexts = ContextCache(encoder)
+        self.protected_ids = sorted(encoder.special_ids)
+
+    def _pairs(self, contexts, rows, mask_ocr: bool) -> list[EncodedPair]:
+        return [self.encoder.build(ctx, self.bank.ocr_ids[r], mask_ocr=mask_ocr) for ctx, r in zip(contexts, rows)]
+
+    def _batch(self, pairs, rows) -> dict[str, torch.Tensor]:
+        batch = collate_pairs(pairs, self.encoder.pad_id)
+        batch["sticker_features"] = self.bank.features[torch.as_tensor(rows)]
+        device = self.model.sticker_projection.weight.device
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def negatives(self, gold_rows: list[int], generator: torch.Generator) -> list[int]:
+        rows = []
+        for gold in gold_rows:
+            while True:
+                row = int(self.negative_rows[torch.randint(len(self.negative_rows), (1,), generator=generator)])
+                if row != gold or len(self.negative_rows) == 1:
+                    break
+            rows.append(row)
+        return rows
+
+    def forward(self, samples: Sequence[dict], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        config = self.model.config
+        contexts = [self.contexts(s) for s in samples]
+        gold = [self.bank.position(s["sticker_id"]) for s in samples]
+        negative = self.negatives(gold, generator)
+        mask_ocr_inputs = not config.ocr_in_inputs
+        device = self.model.sticker_projection.weight.device
+
+        # match (+ emotion on the positive half)
+        pairs = self._pairs(contexts + contexts, gold + negative, mask_ocr_inputs)
+        batch = self._batch(pairs, gold + negative)
+        labels = torch.tensor([1] * len(gold) + [0] * len(negative), device=device)
+        out = self.model(**batch, match_labels=labels, compute_emotions=config.use_emo)
+        losses = {"match": out.losses["match"]}
+        total = losses["match"]
+        if config.use_emo and out.emotion_logits is not None:
+            emotion = torch.tensor([self._emotion_label(s, r) for s, r in zip(samples, gold)], device=device)
+            logits = out.emotion_logits[: len(gold)]
+            keep = emotion != IGNORE_INDEX
+            losses["emotion"] = (nn.functional.cross_entropy(logits[keep], emotion[keep]) if keep.any()
+                                 else logits.sum() * 0.0)
+            total = total + config.emo_weight * losses["emotion"]
+
+        if config.use_ctx:
+            pairs = self._pairs(contexts, gold, mask_ocr_inputs)
+            batch = self._batch(pairs, gold)
+            batch["input_ids"], mlm_labels = mask_context(
+                batch["input_ids"].cpu(), pairs, config.mask_probability, self.encoder.mask_id,
+                self.model.bert.config.vocab_size, generator, self.protected_ids)
+            batch["input_ids"] = batch["input_ids"].to(device)
+            out = self.model(**batch, mlm_labels=mlm_labels.to(device), compute_emotions=False)
+            losses["ctx"] = out.losses["mlm"]
+            total = total + config.ctx_weight * losses["ctx"]
+
+        if config.use_sem:
+            with_text = [i for i, r in enumerate(gold) if self.bank.ocr_ids[r]]
+            if with_text:
+                rows = [gold[i] for i in with_text]
+                pairs = self._pairs([contexts[i] for i in with_text], rows, mask_ocr=True)
+                batch = self._batch(pairs, rows)
+                sem_labels = ocr_labels_batch(pairs, batch["input_ids"].shape[1]).to(device)
+                out = self.model(**batch, mlm_labels=sem_labels, compute_emotions=False)
+                losses["sem"] = out.losses["mlm"]
+            else:
+                losses["sem"] = total * 0.0
+            total = total + config.sem_weight * losses["sem"]
+        losses["loss"] = total
+        return losses
+
+    def _emotion_label(self, sample: dict, gold_row: int) -> int:
+        label = sample.get("emotion_id", -1)
+        if label is not None and label >= 0:
+            return int(label)
+        return int(self.bank.emotion_labels[gold_row])

