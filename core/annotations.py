@@ -81,6 +81,8 @@ __all__ = [
     "load_export_records",
     "import_dataset",
     "extra_positives",
+    "ExtraPositives",
+    "load_extra_positives",
     "AckLog",
     "read_ack_files",
     "check_acknowledged",
@@ -1297,6 +1299,86 @@ def extra_positives(path: str | os.PathLike | AnnotationStore) -> dict[str, set[
         rows = load_export(path).to_list()
     return {r["dialogue_hash"]: set(r["accepted_sticker_ids"])
             for r in rows if r["accepted_sticker_ids"]}
+
+
+@dataclasses.dataclass
+class ExtraPositives:
+    """Accepted stickers of an export, ready to be matched with dataset samples.
+
+    A (dialogue, sticker) pair is accepted when most of its votes say ``"acceptable"`` (as
+    ``accepted_sticker_ids`` in the export).  Each record of an accepted pair that carries a
+    ``source_sample_id`` (flagged on a loaded example in the demo UI) makes it apply to the
+    sample with that ``sample_id``; a record without one (flagged through ``/flag`` or on a
+    typed dialogue) makes it apply to every sample whose dialogue, in the demo's canonical
+    form (:func:`core.dialogue.sample_dialogue_text`), has its ``dialogue_hash``."""
+
+    by_sample_id: dict[str, set[str]]
+    by_hash: dict[str, set[str]]
+    source: str | None = None
+
+    @property
+    def n_dialogues(self) -> int:
+        return len(self.by_sample_id) + len(self.by_hash)
+
+    @property
+    def n_pairs(self) -> int:
+        return sum(map(len, self.by_sample_id.values())) + sum(map(len, self.by_hash.values()))
+
+    @staticmethod
+    def sample_hash(sample: Mapping[str, Any]) -> str:
+        """``dialogue_hash`` of a sample (``speakers``, ``texts``) as the demo stores it."""
+        from core.dialogue import sample_dialogue_text  # core.dialogue imports core.data
+
+        return dialogue_hash(sample_dialogue_text(list(sample["speakers"]), list(sample["texts"])))
+
+    def for_sample(self, sample: Mapping[str, Any]) -> set[str]:
+        """Accepted sticker ids for one sample (may include its gold sticker)."""
+        found = set(self.by_sample_id.get(str(sample.get("sample_id")), ()))
+        if self.by_hash:
+            found |= self.by_hash.get(self.sample_hash(sample), set())
+        return found
+
+    def for_samples(self, samples: Iterable[Mapping[str, Any]]) -> list[set[str]]:
+        """One set per sample (see :meth:`for_sample`)."""
+        return [self.for_sample(s) for s in samples]
+
+
+def load_extra_positives(path: str | os.PathLike | AnnotationStore) -> ExtraPositives:
+    """:class:`ExtraPositives` from an export (directory or file, as written by
+    ``python -m demo.annotations export``) or a store.  Uses the per-annotator records
+    when the export has them, else the per-dialogue rows (their ``source_sample_id``)."""
+    if isinstance(path, AnnotationStore):
+        records: list[Mapping[str, Any]] | None = [a.to_dict() for a in path.all()]
+        source = path.url
+    else:
+        records, source = load_export_records(path), str(path)
+    by_sample: dict[str, set[str]] = defaultdict(set)
+    by_hash: dict[str, set[str]] = defaultdict(set)
+    if records is None:
+        for r in load_export(path).to_list():
+            accepted = set(r.get("accepted_sticker_ids") or ())
+            if not accepted:
+                continue
+            if r.get("source_sample_id"):
+                by_sample[str(r["source_sample_id"])] |= accepted
+            else:
+                by_hash[dialogue_hash(r["dialogue_text"])] |= accepted
+        return ExtraPositives(dict(by_sample), dict(by_hash), source)
+    pairs: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        # the hash is derived from the text (the store's invariant), not trusted from the file
+        pairs[(dialogue_hash(r["dialogue_text"]), _check_sticker_id(r["sticker_id"]))].append(r)
+    for (h, sticker), group in pairs.items():
+        votes = Counter(r.get("label") or "acceptable" for r in group)
+        if votes["acceptable"] <= votes["not_acceptable"]:
+            continue
+        for r in group:
+            sid = _check_optional_str("source_sample_id", r.get("source_sample_id"))
+            if sid:
+                by_sample[sid].add(sticker)
+            else:
+                by_hash[h].add(sticker)
+    return ExtraPositives(dict(by_sample), dict(by_hash), source)
 
 
 # --------------------------------------------------------------------------

@@ -35,10 +35,14 @@ def atomic_directory_write(target: str | Path, write) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         write(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes 0700; a model folder is meant to be shared
         for path in tmp.rglob("*"):
             if path.is_file():
+                path.chmod(0o644)
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
+            elif path.is_dir():
+                path.chmod(0o755)
         old = target.with_name(f".{target.name}.old")
         if old.exists():
             shutil.rmtree(old)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -43,13 +43,20 @@ def rank_samples(score_fn: Callable[[int, list[str]], Sequence[float]], gold_ids
 
 def evaluate(score_fn, samples: Sequence[dict], pool: Sequence[str], train_gold_ids: Sequence[str],
              seed: int = 0, candidates: str = "all", all_limit: int | None = None,
-             progress: Callable | None = None) -> dict:
+             progress: Callable | None = None,
+             extra_positives: Sequence[Iterable[str] | None] | None = None) -> dict:
     """Metrics of `score_fn` and of the popularity ranker on the same candidate sets.
 
     candidates="10": gold + 9 random stickers (fixed by seed); "all": also every sticker of the
     pool (RALL, MRRALL). all_limit: rank against the whole pool only for a seeded subset of that
     many samples (reported as n_all); R10 always covers every sample. Cross-encoder scores of a
     pair do not depend on the other candidates, so the 10-sets reuse the whole-pool scores.
+
+    extra_positives: one set of sticker ids per sample that are also right answers (e.g. the
+    stickers annotators accepted in the demo). Adds "multi_reference": the same metrics where a
+    sample's rank is the best rank among gold + extra positives within its candidate set (see
+    :func:`multi_reference_rank`), on the very same candidate sets and scores, plus counts
+    (see :func:`multi_reference_summary`). Everything else is unchanged.
     """
     if candidates not in ("10", "all"):
         raise ValueError(f"candidates={candidates!r}; expected '10' or 'all'")
@@ -67,6 +74,8 @@ def evaluate(score_fn, samples: Sequence[dict], pool: Sequence[str], train_gold_
     whole_pool = set(all_indices)
     cache: dict[int, dict[str, float]] = {}
     done = set()
+    extras = _check_extra_positives(extra_positives, gold)
+    scores10: dict[int, list[float]] = {}  # kept only for multi-reference ranks
 
     def model_scores(i: int, cands: list[str]) -> list[float]:
         if i in whole_pool:
@@ -75,6 +84,8 @@ def evaluate(score_fn, samples: Sequence[dict], pool: Sequence[str], train_gold_
             scores = [cache[i][c] for c in cands]
         else:
             scores = list(map(float, score_fn(samples[i], cands)))
+        if extras is not None and cands is sets10[i]:
+            scores10[i] = scores
         if progress and i not in done:
             done.add(i)
             progress(len(done), n)
@@ -100,4 +111,83 @@ def evaluate(score_fn, samples: Sequence[dict], pool: Sequence[str], train_gold_
         result["diversity_all"] = prediction_diversity(top1_all)
         result["popularity"]["diversity_all"] = prediction_diversity(pop_top1)
     result["pool_size"] = len(pool)
+    if extras is not None:
+        rng = random.Random(seed + 1)  # own tie-breaking stream: the single-gold ranks stay as they are
+        m10 = [multi_reference_rank(scores10[i], sets10[i], gold[i], extras[i], ranks10[i], rng)
+               for i in range(n)]
+        p10 = [multi_reference_rank(popularity.scores(sets10[i]), sets10[i], gold[i], extras[i], pop10[i], rng)
+               for i in range(n)]
+        m_all = p_all = None
+        if all_indices:
+            m_all = [multi_reference_rank([cache[i][c] for c in pool], pool, gold[i], extras[i], ranks_all[j], rng)
+                     for j, i in enumerate(all_indices)]
+            pool_pop = popularity.scores(pool)
+            p_all = [multi_reference_rank(pool_pop, pool, gold[i], extras[i], pop_all[j], rng)
+                     for j, i in enumerate(all_indices)]
+        result["multi_reference"] = multi_reference_summary(
+            m10, m_all, ranks10, ranks_all if all_indices else None, extras, sets10, all_indices, pool)
+        result["multi_reference"]["popularity"] = multi_reference_summary(
+            p10, p_all, pop10, pop_all if all_indices else None, extras, sets10, all_indices, pool,
+            counts=False)
     return result
+
+
+def _check_extra_positives(extra_positives, gold: Sequence[str]) -> list[set[str]] | None:
+    """One set per sample, as strings, without the sample's gold sticker (None stays None)."""
+    if extra_positives is None:
+        return None
+    extra_positives = list(extra_positives)
+    if len(extra_positives) != len(gold):
+        raise ValueError(f"extra_positives has {len(extra_positives)} entries for {len(gold)} samples")
+    return [{str(x) for x in (e or ())} - {g} for e, g in zip(extra_positives, gold)]
+
+
+def multi_reference_rank(scores: Sequence[float], candidates: Sequence[str], gold: str, extras: set[str],
+                         gold_rank: int, rng: random.Random) -> int:
+    """Best rank among the positives (gold + `extras`) present in `candidates`.
+
+    `gold_rank` is the sample's single-gold rank (ties already broken); with no extra positive
+    among the candidates it is returned as is, so a sample without extras keeps its rank and a
+    multi-reference rank is never worse than the single-gold one. Otherwise the best positive
+    (highest score) is ranked among the non-positive candidates: 1 + how many score higher, ties
+    with non-positives broken by `rng` (a tie between positives costs nothing).
+    """
+    present = [k for k, c in enumerate(candidates) if c in extras]
+    if not present:
+        return gold_rank
+    positives = set(extras) | {gold}
+    best = max(scores[k] for k in range(len(candidates)) if candidates[k] in positives)
+    higher = tied = 0
+    for c, s in zip(candidates, scores):
+        if c in positives:
+            continue
+        higher += s > best
+        tied += s == best
+    rank = 1 + higher + (rng.randint(0, tied) if tied else 0)
+    return min(rank, gold_rank)
+
+
+def multi_reference_summary(ranks10: Sequence[int], ranks_all: Sequence[int] | None,
+                            single10: Sequence[int], single_all: Sequence[int] | None,
+                            extras: Sequence[set[str]], sets10: Sequence[list[str]],
+                            all_indices: Sequence[int], pool: Sequence[str], counts: bool = True) -> dict:
+    """R10@k / MRR10 (and RALL@k / MRRALL) of multi-reference ranks, with how many samples had extra
+    positives in the pool (n_with_extra; n_extra_positives pairs, n_extra_not_in_pool ignored),
+    within their 10-candidate set (n_with_extra_in_10) and among the whole-pool samples
+    (n_with_extra_all); `improved_*` counts samples whose rank got better."""
+    out = recall_mrr(ranks10, "10")
+    out["n"] = len(ranks10)
+    out["improved_10"] = sum(m < r for m, r in zip(ranks10, single10))
+    if ranks_all is not None:
+        out.update(recall_mrr(ranks_all, "ALL"))
+        out["n_all"] = len(ranks_all)
+        out["improved_all"] = sum(m < r for m, r in zip(ranks_all, single_all))
+    if counts:
+        in_pool = set(pool)
+        out["n_with_extra"] = sum(1 for e in extras if e & in_pool)
+        out["n_extra_positives"] = sum(len(e & in_pool) for e in extras)
+        out["n_extra_not_in_pool"] = sum(len(e - in_pool) for e in extras)
+        out["n_with_extra_in_10"] = sum(1 for e, c in zip(extras, sets10) if e & set(c))
+        if ranks_all is not None:
+            out["n_with_extra_all"] = sum(1 for i in all_indices if extras[i] & in_pool)
+    return out

@@ -18,6 +18,7 @@ from .data import Sticker, Turn, UnknownStickerError
 from .features import PairEncoder, collate_pairs
 from .image_encoder import FeatureCache, create_image_encoder
 from .model import StickerSelectorModel
+from .prior import StickerPrior
 from .sticker_bank import StickerBank, build_sticker_bank, semantic_text
 
 Progress = Callable[[float, str], None]
@@ -28,7 +29,7 @@ MAX_TURNS = 200  # only the most recent turns can fit the model's window anyway
 class RankedSticker:
     sticker_id: str
     rank: int
-    score: float                        # positive-class logit
+    score: float                        # positive-class logit (+ the popularity prior, when the model has one)
     probability: float                  # softmax probability of "matches"
     emotions: list[tuple[str, float]]   # top-3 (emotion name, probability)
     semantic_label: str                 # the OCR text the model reconstructs with the OCR masked
@@ -56,7 +57,7 @@ def _turns(turns: Sequence[str | Turn]) -> tuple[list[str], list[str]]:
 class StickerSelector:
     def __init__(self, model: StickerSelectorModel, tokenizer, stickers: Iterable[Sticker],
                  image_encoder=None, feature_cache_path: str | Path | None = None,
-                 model_version: str = "unversioned"):
+                 model_version: str = "unversioned", prior=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.encoder = PairEncoder(tokenizer, model.config)
@@ -66,6 +67,7 @@ class StickerSelector:
         self.bank: StickerBank = build_sticker_bank(self._stickers.values(), self.features, self.encoder,
                                                     model.config.semantic_source)
         self.model_version = model_version
+        self.prior = prior  # core.prior.StickerPrior or None: score + w * log(1 + training count)
         self.device = next(model.parameters()).device
 
     # construction -------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class StickerSelector:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer = load_selector(checkpoint, device=device)
         return cls(model, tokenizer, stickers or [], feature_cache_path=feature_cache_path,
-                   model_version=checkpoint_version(checkpoint))
+                   model_version=checkpoint_version(checkpoint), prior=StickerPrior.load(checkpoint))
 
     @classmethod
     def tiny_random(cls, stickers, seed: int = 0) -> "StickerSelector":
@@ -178,6 +180,9 @@ class StickerSelector:
         if not rows:
             raise ValueError("no candidate stickers to rank")
         scores, probs, emotions = self._score(context, rows, progress=progress)
+        if self.prior is not None and self.prior.weight:
+            ids = [self.bank.ids[r] for r in rows]
+            scores = torch.tensor(self.prior.adjust(ids, scores.tolist()))
         order = scores.argsort(descending=True).tolist()
         top_k = len(order) if semantic_top_k is None else semantic_top_k
         labels = self.semantic_labels(context, [rows[i] for i in order[:top_k]])

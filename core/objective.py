@@ -35,13 +35,23 @@ class ContextCache:
 
 class MultitaskObjective(nn.Module):
     def __init__(self, model: StickerSelectorModel, encoder: PairEncoder, bank: StickerBank,
-                 negative_pool: Sequence[str] | None = None):
+                 negative_pool: Sequence[str] | None = None, gold_counts: dict[str, int] | None = None,
+                 popularity_share: float = 0.0):
+        """popularity_share: the share of negatives drawn in proportion to how often a sticker is
+        gold in training (the rest uniformly, as in the paper). Then being a frequent sticker is
+        no evidence of a match by itself, and the model has to match content."""
         super().__init__()
         self.model = model
         self.encoder = encoder
         self.bank = bank
         pool = negative_pool if negative_pool is not None else bank.ids
+        if not 0.0 <= popularity_share <= 1.0:
+            raise ValueError(f"popularity_share={popularity_share}; expected a share in [0, 1]")
         self.negative_rows = torch.tensor([bank.position(s) for s in pool], dtype=torch.long)
+        counts = torch.tensor([float((gold_counts or {}).get(s, 0)) for s in pool])
+        uniform = torch.full((len(pool),), 1.0 / len(pool))
+        by_use = counts / counts.sum() if counts.sum() > 0 else uniform
+        self.negative_weights = (1 - popularity_share) * uniform + popularity_share * by_use
         self.contexts = ContextCache(encoder)
         self.protected_ids = sorted(encoder.special_ids)
 
@@ -58,7 +68,8 @@ class MultitaskObjective(nn.Module):
         rows = []
         for gold in gold_rows:
             while True:
-                row = int(self.negative_rows[torch.randint(len(self.negative_rows), (1,), generator=generator)])
+                pick = torch.multinomial(self.negative_weights, 1, generator=generator)
+                row = int(self.negative_rows[pick])
                 if row != gold or len(self.negative_rows) == 1:
                     break
             rows.append(row)

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loading the model ({args.checkpoint or 'default model in assets/'}) "
           f"and {len(parts.stickers)} stickers ...", file=sys.stderr)
     try:
-        selector = StickerSelector.load(args.checkpoint, stickers=parts.stickers, device=args.device)
+        cache = None if args.feature_cache == "off" else args.feature_cache
+        selector = StickerSelector.load(args.checkpoint, stickers=parts.stickers, device=args.device,
+                                        feature_cache_path=cache)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the easy/hard test split (default 0)")
     parser.add_argument("--examples", type=int, default=100, help="examples per test split in the list")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--feature-cache", default=str(DEFAULT_STATE_DIR / "image_features.safetensors"),
+                        help="file caching sticker image features between starts "
+                             "(default runs/demo/image_features.safetensors); 'off' disables it")
     return parser
 
 

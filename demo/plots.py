@@ -38,10 +38,10 @@ def normalise_scores(scores: list[float]) -> list[float]:
     return [s / peak if peak > 0 else 0.0 for s in finite]
 
 
-def highlighted_value(pairs: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    """Value for ``gr.HighlightedText``: (text, score in [-1, 1]) per token."""
+def highlighted_value(pairs: list[tuple[str, float]]) -> list[tuple[str, float | None]]:
+    """Value for ``gr.HighlightedText``: (text, score in [-1, 1]) per token; blanks unhighlighted."""
     tokens = display_tokens(pairs)
-    return [(text, round(score, 3))
+    return [(text, round(score, 3) if text.strip() else None)
             for (text, _), score in zip(tokens, normalise_scores([s for _, s in tokens]))]
 
 
@@ -61,7 +61,7 @@ def heatmap_image(pairs: list[tuple[str, float]], title: str = "", per_row: int 
         available = {f.name for f in font_manager.fontManager.ttflist}
         families = [f for f in _CJK_FONTS if f in available] + ["DejaVu Sans"]
         with plt.rc_context({"font.family": families, "axes.unicode_minus": False}):
-            fig, ax = plt.subplots(figsize=(min(12, 0.9 * per_row + 1), 0.55 * n_rows + 0.9), dpi=80)
+            fig, ax = plt.subplots(figsize=(min(12, 0.9 * per_row + 1), 0.55 * n_rows + 0.9), dpi=100)
             cmap = plt.get_cmap("RdBu_r" if signed else "Reds")
             grid = [[math.nan] * per_row for _ in range(n_rows)]
             for i, score in enumerate(scores):

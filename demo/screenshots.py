@@ -80,6 +80,7 @@ def take(args: argparse.Namespace) -> list[Path]:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)  # the default 5 s is too short on a busy CPU
             page.goto(app.url)
             page.wait_for_selector("#dialogue textarea")
 

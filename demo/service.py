@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.data import Sticker, UnknownStickerError
-from demo.dialogue import ParsedDialogue, parse_dialogue, turns_to_text
+from core.dialogue import ParsedDialogue, parse_dialogue, sample_text
 
 __all__ = [
     "CANDIDATE_MODES",
@@ -113,9 +113,7 @@ def load_examples(mod_data: Any, *, per_split: int = 100) -> list[Example]:
         for i, row in enumerate(rows):
             if i >= per_split:
                 break
-            first = row["speakers"][0] if row["speakers"] else "[speaker1]"
-            labels = ["A" if s == first else "B" for s in row["speakers"]]
-            text = turns_to_text(labels, [" ".join(str(t).split()) or "…" for t in row["texts"]])
+            text = sample_text(row["speakers"], row["texts"])  # flags key: core.dialogue.sample_dialogue_text
             last = " ".join(str(row["texts"][-1]).split())
             short = last if len(last) <= 24 else last[:23] + "…"
             examples.append(Example(

@@ -28,6 +28,7 @@ from core.user_stickers import UserStickerStore, load_starter_stickers  # noqa: 
 from demo.testing import running_demo, starter_kwargs, write_text_sticker  # noqa: E402
 
 TIMEOUT_MS = 60_000
+sync_api.expect.set_options(timeout=TIMEOUT_MS)  # the default 5 s is too short on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")

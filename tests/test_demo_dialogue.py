@@ -54,3 +54,15 @@ def test_huge_input_keeps_the_end_with_notice():
 def test_preview_marks_sender_and_escapes():
     md = parse_dialogue("A: <b>hi</b>\n*bold*").preview_markdown()
     assert "&lt;b>" in md and "\\*bold\\*" in md and md.endswith("sends the sticker")
+
+
+def test_saliency_display_helpers():
+    from demo.plots import display_tokens, heatmap_image, highlighted_value
+
+    pairs = [("[speaker1]", 0.1), ("▁你好", 0.5), ("##ing", 0.25), (" ", 0.1), ("吗", 0.0)]
+    assert [t for t, _ in display_tokens(pairs)] == ["A: ", "你好", "ing", " ", "吗"]
+    value = highlighted_value(pairs)
+    assert value[1] == ("你好", 1.0) and value[3] == (" ", None)
+    assert highlighted_value([("a", 0.0)]) == [("a", 0.0)]
+    image = heatmap_image(pairs, title="t")
+    assert image.mode == "RGB" and image.width > 100

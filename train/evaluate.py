@@ -7,6 +7,14 @@ Prints JSON: R10@1, R10@2, R10@5, MRR10, RALL@1, RALL@2, RALL@5, MRRALL (x100), 
 keys for a popularity ranker fitted on the training split of DIR's own dialogues under
 "popularity", and per-sticker macro R10@1 under "macro_R10@1". Without --checkpoint it uses
 the default model in assets/. Without --dialogues it scores DIR's easy and hard test splits.
+
+--extra-positives EXPORT (an export of `python -m demo.annotations export`, directory or file):
+the stickers annotators accepted for a sample's dialogue count as hits too. Matched by
+source_sample_id == the sample's sample_id when the flag carries one, else by the dialogue_hash
+of the sample's dialogue in the demo's canonical form (core.dialogue.sample_dialogue_text).
+Adds "multi_reference" (R10@k, MRR10, RALL@k, MRRALL on the same candidate sets, n_with_extra
+= samples that had extra positives, ...) beside the single-gold numbers, and "extra_positives"
+(what the export held and how much of it matched the scored samples).
 """
 from __future__ import annotations
 
@@ -19,11 +27,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from core.annotations import ExtraPositives, load_extra_positives
 from core.checkpoint import load_selector
 from core.data import load_mod, samples_from_file
 from core.evaluation import evaluate, score_candidates
 from core.features import PairEncoder
 from core.image_encoder import FeatureCache, create_image_encoder
+from core.prior import StickerPrior
 from core.sticker_bank import build_sticker_bank
 
 from .paths import DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache
@@ -39,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="fixes the 10-candidate sets")
     p.add_argument("--split-seed", type=int, default=0, help="split of DIR's dialogues (popularity fit)")
     p.add_argument("--all-limit", type=int, help="rank against every sticker for only this many seeded samples")
+    p.add_argument("--extra-positives", metavar="EXPORT",
+                   help="annotation export (python -m demo.annotations export): accepted stickers also count "
+                        "as hits; adds multi_reference metrics")
     p.add_argument("--output", help="write the JSON here too")
     p.add_argument("--feature-cache", help="safetensors file caching image features")
     p.add_argument("--batch-size", type=int, default=64)
@@ -54,6 +67,20 @@ def make_scorer(model, encoder, bank, batch_size: int):
     return score
 
 
+def memoized(score_fn):
+    """Caches pair scores by (sample id, sticker id): a second evaluation of the same pairs is free."""
+    cache: dict[tuple[str, str], float] = {}
+
+    def score(sample: dict, candidates: list[str]) -> list[float]:
+        key = str(sample["sample_id"])
+        missing = [c for c in candidates if (key, c) not in cache]
+        if missing:
+            cache.update({(key, c): v for c, v in zip(missing, score_fn(sample, missing))})
+        return [cache[(key, c)] for c in candidates]
+
+    return score
+
+
 def run(args) -> dict:
     data_dir = Path(args.data) if args.data else default_data_dir()
     model, tokenizer = load_selector(args.checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
@@ -63,11 +90,14 @@ def run(args) -> dict:
     image_encoder = create_image_encoder(model.config.image_encoder)
     cache = FeatureCache(image_encoder, args.feature_cache or default_feature_cache(image_encoder.name))
     bank = build_sticker_bank(mod.stickers, cache, encoder, model.config.semantic_source)
-    scorer = make_scorer(model, encoder, bank, args.batch_size)
+    raw_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size))
+    prior = StickerPrior.load(args.checkpoint)
+    scorer = raw_scorer if prior is None else (lambda s, c: prior.adjust(c, raw_scorer(s, c)))
     if args.dialogues:
         named = {"dialogues": samples_from_file(args.dialogues, mod.stickers)}
     else:
         named = {split: [dict(r) for r in mod.splits[split]] for split in ("easy_test", "hard_test")}
+    extra = load_extra_positives(args.extra_positives) if args.extra_positives else None
     results = {}
     for name, samples in named.items():
         if not samples:
@@ -75,10 +105,28 @@ def run(args) -> dict:
         bar = tqdm(total=len(samples), desc=f"score {name}", file=sys.stderr)
         results[name] = evaluate(scorer, samples, bank.ids, train_gold, seed=args.seed,
                                  candidates=args.candidates, all_limit=args.all_limit,
-                                 progress=lambda i, n: bar.update(1))
+                                 progress=lambda i, n: bar.update(1),
+                                 extra_positives=extra.for_samples(samples) if extra else None)
         bar.close()
+        if prior is not None:  # the same pair scores without the prior (cached: no new model calls)
+            results[name]["prior_weight"] = prior.weight
+            results[name]["without_prior"] = evaluate(raw_scorer, samples, bank.ids, train_gold, seed=args.seed,
+                                                      candidates=args.candidates, all_limit=args.all_limit)
     result = results["dialogues"] if args.dialogues else results
+    if extra is not None:
+        result["extra_positives"] = extra_positives_report(extra, [s for v in named.values() for s in v])
     return result
+
+
+def extra_positives_report(extra: ExtraPositives, samples: list[dict]) -> dict:
+    """What the export held and how many of its dialogues matched a scored sample (an export
+    dialogue that matches nothing was flagged on another dialogue, or on text that differs)."""
+    ids = {str(s["sample_id"]) for s in samples}
+    hashes = {ExtraPositives.sample_hash(s) for s in samples} if extra.by_hash else set()
+    return {"export": extra.source, "dialogues_with_accepted": extra.n_dialogues, "accepted_pairs": extra.n_pairs,
+            "matched_by_sample_id": len(ids & set(extra.by_sample_id)),
+            "matched_by_dialogue_hash": len(hashes & set(extra.by_hash)),
+            "unmatched_dialogues": len(set(extra.by_sample_id) - ids) + len(set(extra.by_hash) - hashes)}
 
 
 def main(argv=None) -> dict:

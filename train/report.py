@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from . import baseline, trainer
+from . import baseline, mlm_warmup, trainer
 
 PAPER = {  # Table 1, full model and CLIP baseline (x100); None where the paper gives no number
     "paper: CLIP": {"easy": {"R10@1": 38.44}, "hard": {"R10@1": 32.81}},
@@ -25,6 +25,8 @@ PAPER = {  # Table 1, full model and CLIP baseline (x100); None where the paper 
     },
 }
 ABLATIONS = ["mmbert", "mmbert+ctx", "mmbert+ctx+emo", "full", "full-no-ocr-inputs"]
+DEFAULT_RUNS = ["full", "mmbert", "dual-encoder", "backbone=minilm", "mmbert+ctx", "mmbert+ctx+emo",
+                "full-no-ocr-inputs", "full+mlm-warmup"]
 COLUMNS = ["R10@1", "R10@2", "R10@5", "MRR10", "RALL@1", "RALL@2", "RALL@5", "MRRALL", "macro_R10@1"]
 
 
@@ -47,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--all-limit", type=int, default=80,
                    help="rank against every sticker for this many seeded samples per split")
-    p.add_argument("--runs", nargs="*", default=ABLATIONS + ["dual-encoder"],
-                   help="ablation presets, 'dual-encoder', or 'backbone=NAME' (full model on another backbone)")
+    p.add_argument("--runs", nargs="*", default=DEFAULT_RUNS,
+                   help="ablation presets, 'dual-encoder', 'backbone=NAME' (full model on another backbone), "
+                        "'full+mlm-warmup' (full model from train.mlm_warmup)")
+    p.add_argument("--warmup-steps", type=int, default=150)
     p.add_argument("--reuse", action="store_true", help="keep results already in OUTPUT")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags passed to every training run")
     return p
@@ -62,6 +66,13 @@ def run_one(name: str, args) -> dict:
     common = ["--output", str(out), "--epochs", str(args.epochs)] + (["--data", args.data] if args.data else [])
     if name == "dual-encoder":
         baseline.main(common + ["--test-candidates", "all"] + args.extra)
+    elif name == "full+mlm-warmup":
+        warm = Path(args.output) / "mlm_warmup"
+        if not (args.reuse and (warm / "warmup.json").exists()):
+            mlm_warmup.main(["--output", str(warm), "--steps", str(args.warmup_steps), "--recipe", args.recipe]
+                            + (["--data", args.data] if args.data else []))
+        trainer.main(common + ["--recipe", args.recipe, "--preset", "full", "--test-candidates", "all",
+                               "--test-all-limit", str(args.all_limit), "--init-from", str(warm)] + args.extra)
     else:
         preset, backbone = ("full", name.split("=", 1)[1]) if name.startswith("backbone=") else (name, None)
         flags = ["--recipe", args.recipe, "--preset", preset, "--test-candidates", "all",

