@@ -11,6 +11,7 @@ Features never change for a given image and encoder, so callers cache them
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -184,6 +185,6 @@ class FeatureCache:
         if not self.path:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")  # two processes may share one cache file
         save_file(self._features, str(tmp))
         tmp.replace(self.path)
