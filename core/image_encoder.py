@@ -60,15 +60,22 @@ class EfficientNetLite0Encoder:
     image_size = 224
 
     def __init__(self, pretrained: bool = True, device: str | torch.device = "cpu"):
-        import timm
-
-        self.model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
-        if pretrained:
-            state = _efficientnet_lite0_state_dict(timm.create_model("tf_efficientnet_lite0", pretrained=False))
-            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-            self.model.load_state_dict(state)
-        self.model.eval().requires_grad_(False).to(device)
+        self.pretrained = pretrained
         self.device = torch.device(device)
+        self._model = None  # built on first use: a warm feature cache never needs it (fast start)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            import timm
+
+            model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+            if self.pretrained:
+                state = _efficientnet_lite0_state_dict(timm.create_model("tf_efficientnet_lite0", pretrained=False))
+                state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+                model.load_state_dict(state)
+            self._model = model.eval().requires_grad_(False).to(self.device)
+        return self._model
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:  # (3, S, S) in [-1, 1]
         image = image.convert("RGB").resize((self.image_size, self.image_size), Image.BICUBIC)

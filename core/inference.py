@@ -69,6 +69,11 @@ class StickerSelector:
         self.model_version = model_version
         self.prior = prior  # core.prior.StickerPrior or None: score + w * log(1 + training count)
         self.device = next(model.parameters()).device
+        self.fast = None  # exact one-layer ranking of every sticker (late-interaction models)
+        if model.config.late_interaction:
+            from .fast_ranking import LateInteractionRanker
+
+            self.fast = LateInteractionRanker(self.model, self.encoder, self.bank)
 
     # construction -------------------------------------------------------------------------
     @classmethod
@@ -85,8 +90,9 @@ class StickerSelector:
                    model_version=checkpoint_version(checkpoint), prior=StickerPrior.load(checkpoint))
 
     @classmethod
-    def tiny_random(cls, stickers, seed: int = 0) -> "StickerSelector":
-        """A tiny random-weight selector over `stickers`, for fast tests."""
+    def tiny_random(cls, stickers, seed: int = 0, **overrides) -> "StickerSelector":
+        """A tiny random-weight selector over `stickers`, for fast tests (overrides: SelectorConfig
+        fields, e.g. late_interaction=True)."""
         from .emotion import EMOTION_CLASSES
         from .factory import create_model
         from .image_encoder import RandomProjectionEncoder
@@ -96,7 +102,7 @@ class StickerSelector:
         torch.manual_seed(seed)
         model, tokenizer = create_model("tiny", tiny_texts=texts, image_feature_dim=16,
                                         image_encoder="random_projection:16:0",
-                                        emotion_names=EMOTION_CLASSES, max_length=48)
+                                        emotion_names=EMOTION_CLASSES, **{"max_length": 48, **overrides})
         return cls(model, tokenizer, stickers, image_encoder=RandomProjectionEncoder(16, 0),
                    model_version=f"tiny-random-{seed}")
 
@@ -135,7 +141,16 @@ class StickerSelector:
         return self.encoder.context_ids(speakers, texts)
 
     @torch.inference_mode()
-    def _score(self, context: list[int], rows: list[int], batch_size: int = 64, progress: Progress | None = None):
+    def _score(self, context: list[int], rows: list[int], batch_size: int = 64, progress: Progress | None = None,
+               exhaustive: bool = False):
+        """(scores, match probabilities, emotion probabilities) of bank rows. A late-interaction
+        model uses the fast path unless `exhaustive` (one full sequence per sticker, same result)."""
+        if self.fast is not None and not exhaustive:
+            logits, emotion_logits = self.fast.logits(context, rows, with_emotions=True)
+            if progress:
+                progress(1.0, "scoring stickers")
+            emotions = emotion_logits.float().softmax(-1).cpu() if emotion_logits is not None else None
+            return logits[:, 1].float().cpu(), logits.float().softmax(-1)[:, 1].cpu(), emotions
         mask_ocr = not self.model.config.ocr_in_inputs
         scores, probs, emotions = [], [], []
         for start in range(0, len(rows), batch_size):
@@ -157,15 +172,18 @@ class StickerSelector:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.inference_mode()
-    def semantic_labels(self, context: list[int], rows: list[int]) -> list[str]:
+    def semantic_labels(self, context: list[int], rows: list[int], exhaustive: bool = False) -> list[str]:
         """Reconstructs each sticker's text from the OCR run all masked (the L_sem task)."""
         if not rows:
             return []
-        pairs = [self.encoder.build(context, self.bank.ocr_ids[r], mask_ocr=True) for r in rows]
-        batch = self._batch(pairs, rows)
-        hidden = self.model.encode(**batch)                                       # (B, T, H)
-        positions = torch.tensor([p.ocr_positions for p in pairs], device=self.device)  # (B, S)
-        predicted = self.model.predict_masked(hidden, positions).argmax(-1).cpu()  # (B, S)
+        if self.fast is not None and not exhaustive:
+            predicted = self.fast.masked_ocr_logits(context, rows).argmax(-1).cpu()  # (B, S)
+        else:
+            pairs = [self.encoder.build(context, self.bank.ocr_ids[r], mask_ocr=True) for r in rows]
+            batch = self._batch(pairs, rows)
+            hidden = self.model.encode(**batch)                                       # (B, T, H)
+            positions = torch.tensor([p.ocr_positions for p in pairs], device=self.device)  # (B, S)
+            predicted = self.model.predict_masked(hidden, positions).argmax(-1).cpu()  # (B, S)
         labels = []
         for row, ids in zip(rows, predicted.tolist()):
             n = len(self.bank.ocr_ids[row]) or 4
@@ -173,19 +191,23 @@ class StickerSelector:
         return labels
 
     def rank(self, turns: Sequence[str | Turn], candidate_ids: Sequence[str] | None = None,
-             progress: Progress | None = None, semantic_top_k: int | None = 30) -> list[RankedSticker]:
-        """Stickers ranked for the dialogue (best first). Semantic labels for the top `semantic_top_k`."""
+             progress: Progress | None = None, semantic_top_k: int | None = 30,
+             exhaustive: bool = False) -> list[RankedSticker]:
+        """Stickers ranked for the dialogue (best first). Semantic labels for the top `semantic_top_k`.
+
+        exhaustive: one full sequence per sticker even when the model has the fast path (the
+        same ranking, slower; for benchmarks)."""
         context = self.context_ids(turns)
         rows = self._rows(candidate_ids)
         if not rows:
             raise ValueError("no candidate stickers to rank")
-        scores, probs, emotions = self._score(context, rows, progress=progress)
+        scores, probs, emotions = self._score(context, rows, progress=progress, exhaustive=exhaustive)
         if self.prior is not None and self.prior.weight:
             ids = [self.bank.ids[r] for r in rows]
             scores = torch.tensor(self.prior.adjust(ids, scores.tolist()))
         order = scores.argsort(descending=True).tolist()
         top_k = len(order) if semantic_top_k is None else semantic_top_k
-        labels = self.semantic_labels(context, [rows[i] for i in order[:top_k]])
+        labels = self.semantic_labels(context, [rows[i] for i in order[:top_k]], exhaustive=exhaustive)
         names = self.model.config.emotion_names
         ranked = []
         for rank, i in enumerate(order, start=1):

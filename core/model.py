@@ -73,9 +73,28 @@ class StickerSelectorModel(nn.Module):
                inputs_embeds=None):
         if inputs_embeds is None:
             inputs_embeds = self.input_embeddings(input_ids, sticker_features, sticker_positions)
+        if self.config.late_interaction:
+            return self._encode_late(inputs_embeds, token_type_ids, attention_mask)
         out = self.bert(inputs_embeds=inputs_embeds, token_type_ids=token_type_ids,
                         attention_mask=attention_mask)
         return out.last_hidden_state  # (B, T, H)
+
+    def late_position_ids(self, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """Dialogue part 0, 1, ...; sticker part (token type 1) at the fixed last positions."""
+        dialogue = token_type_ids == 0
+        first_sticker = self.config.max_length - self.config.sticker_part_length
+        positions = torch.where(dialogue, dialogue.long().cumsum(1) - 1,
+                                first_sticker + (~dialogue).long().cumsum(1) - 1)
+        return positions.clamp(max=self.bert.config.max_position_embeddings - 1)  # (B, T)
+
+    def _encode_late(self, inputs_embeds, token_type_ids, attention_mask):
+        hidden = self.bert.embeddings(inputs_embeds=inputs_embeds, token_type_ids=token_type_ids,
+                                      position_ids=self.late_position_ids(token_type_ids))  # (B, T, H)
+        within, across = late_interaction_masks(token_type_ids, attention_mask, hidden.dtype)
+        layers = self.bert.encoder.layer
+        for i, layer in enumerate(layers):
+            hidden = layer(hidden, attention_mask=across if i == len(layers) - 1 else within)
+        return hidden  # (B, T, H)
 
     def forward(self, input_ids, token_type_ids, attention_mask, sticker_features, sticker_positions,
                 match_labels=None, mlm_labels=None, emotion_labels=None, inputs_embeds=None,
@@ -103,10 +122,101 @@ class StickerSelectorModel(nn.Module):
             losses["emotion"] = _mean_or_zero(emotion_logits[keep], emotion_labels[keep], hidden)
         return SelectorOutput(match_logits, hidden, emotion_logits, mlm_logits, losses or None)
 
+    # late interaction: the two parts apart, then every (dialogue, sticker) pair in one layer ----
+    def encode_dialogue_part(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[CLS] dialogue [SEP] (B, n), right-padded -> input of the last layer (B, n, H)."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids),
+                                      position_ids=positions)
+        keys = _padding_mask(attention_mask, hidden.dtype)                    # (B, 1, 1, n)
+        for layer in self.bert.encoder.layer[:-1]:
+            hidden = layer(hidden, attention_mask=keys)
+        return hidden
+
+    def encode_sticker_part(self, input_ids: torch.Tensor, sticker_features: torch.Tensor) -> torch.Tensor:
+        """OCR run + sticker slot + [SEP] (C, S) -> input of the last layer (C, S, H)."""
+        slot = self.config.ocr_slots
+        embeds = self.bert.embeddings.word_embeddings(input_ids).clone()      # (C, S, H)
+        embeds[:, slot] = self.sticker_projection(sticker_features).to(embeds.dtype)
+        first = self.config.max_length - self.config.sticker_part_length
+        positions = torch.arange(first, first + input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        hidden = self.bert.embeddings(inputs_embeds=embeds, token_type_ids=torch.ones_like(input_ids),
+                                      position_ids=positions)
+        for layer in self.bert.encoder.layer[:-1]:
+            hidden = layer(hidden, attention_mask=None)
+        return hidden
+
+    def cross_logits(self, dialogue: torch.Tensor, dialogue_mask: torch.Tensor, sticker: torch.Tensor,
+                     compute_emotions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last layer for every pair of B dialogues x C stickers, only where the heads read it.
+
+        dialogue (B, n, H), dialogue_mask (B, n), sticker (C, S, H) from the encode_*_part
+        methods -> match logits (B, C, 2) and emotion logits (B, C, E) or None. Equals the full
+        sequence of each pair (tests/test_fast_ranking.py), without attention-prob dropout."""
+        layer = self.bert.encoder.layer[-1]
+        attention = layer.attention.self
+        heads, size = attention.num_attention_heads, attention.attention_head_size
+
+        def split(x):  # (..., L, H) -> (..., heads, L, d)
+            return x.view(*x.shape[:-1], heads, size).transpose(-3, -2)
+
+        keys_d, values_d = split(attention.key(dialogue)), split(attention.value(dialogue))  # (B, h, n, d)
+        keys_s, values_s = split(attention.key(sticker)), split(attention.value(sticker))    # (C, h, S, d)
+        padding = _padding_mask(dialogue_mask, dialogue.dtype)[:, None, :, 0]               # (B, 1, 1, n)
+        n, c = dialogue.shape[1], sticker.shape[0]
+
+        def attend(query_d, query_s, residual):
+            """query_d: logits vs dialogue keys (B, C, h, n); query_s: vs sticker keys (B, C, h, S)."""
+            weights = torch.cat([query_d + padding, query_s], -1).softmax(-1)             # (B, C, h, n+S)
+            mixed = torch.einsum("bchn,bhnd->bchd", weights[..., :n], values_d) + \
+                torch.einsum("bchs,chsd->bchd", weights[..., n:], values_s)                  # (B, C, h, d)
+            mixed = mixed.reshape(*mixed.shape[:2], -1)                                     # (B, C, H)
+            attended = layer.attention.output(mixed, residual.expand_as(mixed))
+            return layer.output(layer.intermediate(attended), attended)                     # (B, C, H)
+
+        scale = size ** -0.5
+        cls_query = split(attention.query(dialogue[:, :1]))[:, :, 0] * scale               # (B, h, d)
+        to_dialogue = torch.einsum("bhd,bhnd->bhn", cls_query, keys_d)[:, None].expand(-1, c, -1, -1)
+        to_sticker = torch.einsum("bhd,chsd->bchs", cls_query, keys_s)
+        cls_out = attend(to_dialogue, to_sticker, dialogue[:, None, 0])                   # (B, C, H)
+        pooled, emotion_logits = cls_out, None
+        if self.config.match_pooling == "cls+sticker" or (compute_emotions and self.emotion_head is not None):
+            slot = self.config.ocr_slots
+            sticker_query = split(attention.query(sticker[:, slot:slot + 1]))[:, :, 0] * scale  # (C, h, d)
+            to_dialogue = torch.einsum("chd,bhnd->bchn", sticker_query, keys_d)
+            to_sticker = torch.einsum("chd,chsd->chs", sticker_query, keys_s)[None].expand(dialogue.shape[0], -1, -1, -1)
+            sticker_out = attend(to_dialogue, to_sticker, sticker[None, :, slot])          # (B, C, H)
+            if self.config.match_pooling == "cls+sticker":
+                pooled = torch.cat([cls_out, sticker_out], -1)                            # (B, C, 2H)
+            if compute_emotions and self.emotion_head is not None:
+                emotion_logits = self.emotion_head(sticker_out)                           # (B, C, E)
+        return self.match_head(pooled), emotion_logits
+
     def predict_masked(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token logits at given positions: hidden (B, T, H), positions (B, P) -> (B, P, V)."""
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
         return self.mlm_head(hidden[rows, positions])
+
+
+def _padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, n) 1/0 -> additive (B, 1, 1, n): 0 for real keys, the dtype's minimum for padding."""
+    blocked = torch.finfo(dtype).min
+    return torch.where(attention_mask.bool(), 0.0, blocked).to(dtype)[:, None, None, :]
+
+
+def late_interaction_masks(token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Additive masks (B, 1, T, T): `within` keeps attention inside the dialogue part (token
+    type 0) and inside the sticker part (type 1); `across` allows every real token."""
+    real = attention_mask.bool()                                           # (B, T)
+    part = token_type_ids
+    same_part = part[:, :, None] == part[:, None, :]                       # (B, T, T)
+    keys = real[:, None, :]                                                # (B, 1, T)
+    blocked = torch.finfo(dtype).min
+    zero = torch.zeros((), dtype=dtype, device=part.device)
+    within = torch.where(same_part & keys, zero, blocked)[:, None]
+    across = torch.where(keys.expand_as(same_part), zero, blocked)[:, None]
+    return within, across
 
 
 def _mean_or_zero(logits: torch.Tensor, labels: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:

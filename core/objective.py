@@ -6,6 +6,13 @@ Passes per batch of B samples (each a dialogue + its gold sticker):
 - ctx:     gold pair with 15% of dialogue tokens masked (80/10/10), CE on those tokens.
 - sem:     gold pair with the OCR run all [MASK]; reconstruct the OCR ids (stickers with text).
 With `ocr_in_inputs=False` (Appendix C ablation) the OCR run is all [MASK] in every pass.
+
+match_loss="in_batch" (late-interaction models only; not the paper): each dialogue is scored
+against every gold sticker of the batch plus `in_batch_negatives` stickers drawn like the
+negatives above (`popularity_share`), in one cross layer (StickerSelectorModel.cross_logits),
+and L_main is the cross-entropy of its gold among them. Many negatives per step, and with
+popularity-drawn negatives a sticker's base rate is no evidence by itself (the
+`core.prior` adds it back at ranking time).
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ class ContextCache:
 class MultitaskObjective(nn.Module):
     def __init__(self, model: StickerSelectorModel, encoder: PairEncoder, bank: StickerBank,
                  negative_pool: Sequence[str] | None = None, gold_counts: dict[str, int] | None = None,
-                 popularity_share: float = 0.0):
+                 popularity_share: float = 0.0, match_loss: str = "binary", in_batch_negatives: int = 32):
         """popularity_share: the share of negatives drawn in proportion to how often a sticker is
         gold in training (the rest uniformly, as in the paper). Then being a frequent sticker is
         no evidence of a match by itself, and the model has to match content."""
@@ -52,6 +59,11 @@ class MultitaskObjective(nn.Module):
         uniform = torch.full((len(pool),), 1.0 / len(pool))
         by_use = counts / counts.sum() if counts.sum() > 0 else uniform
         self.negative_weights = (1 - popularity_share) * uniform + popularity_share * by_use
+        if match_loss not in ("binary", "in_batch"):
+            raise ValueError(f"match_loss={match_loss!r}; expected 'binary' or 'in_batch'")
+        if match_loss == "in_batch" and not model.config.late_interaction:
+            raise ValueError("match_loss='in_batch' needs a late-interaction model (late_interaction=True)")
+        self.match_loss, self.in_batch_negatives = match_loss, in_batch_negatives
         self.contexts = ContextCache(encoder)
         self.protected_ids = sorted(encoder.special_ids)
 
@@ -83,16 +95,21 @@ class MultitaskObjective(nn.Module):
         mask_ocr_inputs = not config.ocr_in_inputs
         device = self.model.sticker_projection.weight.device
 
-        # match (+ emotion on the positive half)
-        pairs = self._pairs(contexts + contexts, gold + negative, mask_ocr_inputs)
-        batch = self._batch(pairs, gold + negative)
-        labels = torch.tensor([1] * len(gold) + [0] * len(negative), device=device)
-        out = self.model(**batch, match_labels=labels, compute_emotions=config.use_emo)
-        losses = {"match": out.losses["match"]}
+        # match (+ emotion of the gold pairs)
+        if self.match_loss == "in_batch":
+            match_loss, gold_emotion_logits = self._in_batch_match(contexts, gold, generator)
+        else:
+            pairs = self._pairs(contexts + contexts, gold + negative, mask_ocr_inputs)
+            batch = self._batch(pairs, gold + negative)
+            labels = torch.tensor([1] * len(gold) + [0] * len(negative), device=device)
+            out = self.model(**batch, match_labels=labels, compute_emotions=config.use_emo)
+            match_loss = out.losses["match"]
+            gold_emotion_logits = None if out.emotion_logits is None else out.emotion_logits[: len(gold)]
+        losses = {"match": match_loss}
         total = losses["match"]
-        if config.use_emo and out.emotion_logits is not None:
+        if config.use_emo and gold_emotion_logits is not None:
             emotion = torch.tensor([self._emotion_label(s, r) for s, r in zip(samples, gold)], device=device)
-            logits = out.emotion_logits[: len(gold)]
+            logits = gold_emotion_logits
             keep = emotion != IGNORE_INDEX
             losses["emotion"] = (nn.functional.cross_entropy(logits[keep], emotion[keep]) if keep.any()
                                  else logits.sum() * 0.0)
@@ -123,6 +140,32 @@ class MultitaskObjective(nn.Module):
             total = total + config.sem_weight * losses["sem"]
         losses["loss"] = total
         return losses
+
+    def _in_batch_match(self, contexts: list[list[int]], gold: list[int], generator: torch.Generator):
+        """CE of each dialogue's gold among the batch's gold stickers + drawn negatives."""
+        model, device = self.model, self.model.sticker_projection.weight.device
+        drawn = torch.multinomial(self.negative_weights, self.in_batch_negatives, replacement=True,
+                                  generator=generator) if self.in_batch_negatives else torch.zeros(0, dtype=torch.long)
+        rows = list(dict.fromkeys(gold + [int(self.negative_rows[i]) for i in drawn]))  # unique, golds first
+        column = {r: i for i, r in enumerate(rows)}
+        width = max(len(c) for c in contexts) + 2
+        ids = torch.full((len(contexts), width), self.encoder.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, context in enumerate(contexts):
+            ids[i, :len(context) + 2] = torch.tensor([self.encoder.cls_id, *context, self.encoder.sep_id])
+            mask[i, :len(context) + 2] = 1
+        part = model.config.sticker_part_length
+        mask_ocr = not model.config.ocr_in_inputs
+        sticker_ids = torch.tensor([self.encoder.build([], self.bank.ocr_ids[r], mask_ocr=mask_ocr).input_ids[-part:]
+                                    for r in rows])
+        ids, mask, sticker_ids = ids.to(device), mask.to(device), sticker_ids.to(device)
+        dialogue = model.encode_dialogue_part(ids, mask)                           # (B, n, H)
+        sticker = model.encode_sticker_part(sticker_ids, self.bank.features[rows].to(device))  # (C, S, H)
+        logits, emotions = model.cross_logits(dialogue, mask, sticker, compute_emotions=model.config.use_emo)
+        targets = torch.tensor([column[g] for g in gold], device=device)
+        loss = nn.functional.cross_entropy(logits[..., 1], targets)               # over the C stickers
+        gold_emotions = None if emotions is None else emotions[torch.arange(len(gold), device=device), targets]
+        return loss, gold_emotions
 
     def _emotion_label(self, sample: dict, gold_row: int) -> int:
         label = sample.get("emotion_id", -1)

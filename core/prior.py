@@ -3,8 +3,11 @@
 Sticker use in MOD is very skewed, and a cross-encoder trained for a few CPU epochs learns the
 per-sticker base rate only partly. The prior makes it explicit: `counts` are how often each
 sticker was the gold one in the training split, `weight` is fitted on the validation split
-(it can be 0). Unseen or user-added stickers get count 0. Saved as `sticker_prior.json` in the
-checkpoint folder; evaluation reports the scores with and without it.
+(it can be 0). `known` lists the stickers that were candidates in training (when given): one of
+them that was never gold has count 0, while a sticker outside it (held out of training, or added
+by a user later) has an unknown base rate and gets the mean log prior of the known ones instead
+of the lowest. Saved as `sticker_prior.json` in the checkpoint folder; evaluation reports the
+scores with and without it.
 """
 from __future__ import annotations
 
@@ -22,8 +25,17 @@ WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 class StickerPrior:
     counts: dict[str, int] = field(default_factory=dict)
     weight: float = 0.0
+    known: list[str] | None = None  # stickers that were training candidates (None: every sticker)
+
+    def __post_init__(self) -> None:
+        self._known = None if self.known is None else set(self.known) | set(self.counts)
+        self._unknown_log_prior = 0.0
+        if self._known:
+            self._unknown_log_prior = sum(math.log1p(self.counts.get(s, 0)) for s in self._known) / len(self._known)
 
     def log_prior(self, sticker_id: str) -> float:
+        if self._known is not None and sticker_id not in self._known:
+            return self._unknown_log_prior
         return math.log1p(self.counts.get(sticker_id, 0))
 
     def adjust(self, sticker_ids: Sequence[str], scores: Sequence[float]) -> list[float]:
@@ -32,7 +44,10 @@ class StickerPrior:
     def save(self, directory: str | Path) -> None:
         path = Path(directory) / PRIOR_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"weight": self.weight, "counts": self.counts}, indent=1))
+        values = {"weight": self.weight, "counts": self.counts}
+        if self.known is not None:
+            values["known"] = sorted(self.known)
+        tmp.write_text(json.dumps(values, indent=1))
         tmp.replace(path)
 
     @classmethod
@@ -42,15 +57,18 @@ class StickerPrior:
             return None
         try:
             values = json.loads(path.read_text())
-            return cls({str(k): int(v) for k, v in values["counts"].items()}, float(values["weight"]))
+            known = values.get("known")
+            return cls({str(k): int(v) for k, v in values["counts"].items()}, float(values["weight"]),
+                       None if known is None else [str(k) for k in known])
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path} is not a valid sticker prior: {error}") from error
 
 
 def fit_weight(counts: dict[str, int], candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
-               gold: Sequence[str], grid: Sequence[float] = WEIGHT_GRID) -> tuple[float, dict[float, float]]:
+               gold: Sequence[str], grid: Sequence[float] = WEIGHT_GRID,
+               known: Sequence[str] | None = None) -> tuple[float, dict[float, float]]:
     """The grid weight with the best MRR of the gold sticker over the given candidate sets."""
-    prior = StickerPrior(dict(counts))
+    prior = StickerPrior(dict(counts), known=None if known is None else list(known))
     mrr = {}
     for weight in grid:
         prior.weight = weight

@@ -16,7 +16,8 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "RunningDemo", "free_port", "running_demo", "starter_kwargs"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "RunningDemo", "free_port", "running_demo", "starter_kwargs",
+           "wait_until_serving"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -31,6 +32,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until_serving(process: Any, url: str, timeout: float, describe=lambda: "",
+                       interval: float = 0.5) -> float:
+    """Polls ``url`` until it answers 200; returns the seconds waited. Raises AssertionError
+    (with ``describe()``, e.g. the log tail) when ``process`` exits or ``timeout`` passes."""
+    import time
+    import urllib.request
+
+    t0 = time.monotonic()
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"the demo exited with {process.returncode}:\n{describe()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return time.monotonic() - t0
+        except OSError:
+            pass
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"the demo did not come up in {timeout:.0f}s:\n{describe()}")
+        time.sleep(interval)
 
 
 @dataclass

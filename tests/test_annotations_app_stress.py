@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import gradio_client
@@ -44,7 +43,7 @@ from core.checkpoint import save_selector
 from core.dialogue import parse_dialogue
 from core.inference import StickerSelector
 from core.user_stickers import load_starter_stickers
-from demo.testing import free_port
+from demo.testing import free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -92,18 +91,7 @@ class Server:
                  "--user-stickers", "off", "--ocr", "off"],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}/"
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the demo exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - t0 > timeout:
-                raise AssertionError(f"the demo did not come up in {timeout:.0f}s:\n{self.log_tail()}")
-            time.sleep(0.5)
+        wait_until_serving(self.process, url, timeout, describe=self.log_tail)
         self.start_seconds.append(time.monotonic() - t0)
         with self.cond:
             self.url, self.down = url, False

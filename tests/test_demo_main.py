@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from core.checkpoint import save_selector  # noqa: E402
 from core.user_stickers import load_starter_stickers  # noqa: E402
-from demo.testing import free_port  # noqa: E402
+from demo.testing import free_port, wait_until_serving  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,17 +37,7 @@ def test_python_m_demo_serves_the_api(tmp_path):
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 240
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the demo did not come up"
-            time.sleep(1)
+        wait_until_serving(process, url, 240, describe=lambda: process.stdout.read(), interval=1)
         client = gradio_client.Client(url, analytics_enabled=False, verbose=False)
         ranked = client.predict("你好\n再见", api_name="/rank")
         assert len(ranked) == 62 and ranked[0]["rank"] == 1

@@ -109,6 +109,36 @@ def test_objective_runs_each_preset(preset):
     assert grad is not None and torch.isfinite(grad).all()
 
 
+@pytest.mark.parametrize("preset", ["mmbert", "full"])
+def test_in_batch_objective_on_a_late_interaction_model(preset):
+    model, tok = tiny(preset, late_interaction=True)
+    enc = PairEncoder(tok, model.config)
+    objective = MultitaskObjective(model, enc, bank(enc), match_loss="in_batch", in_batch_negatives=3)
+    losses = objective(samples(5), torch.Generator().manual_seed(0))
+    assert torch.isfinite(losses["loss"]) and losses["match"] > 0
+    assert ("emotion" in losses) == model.config.use_emo
+    losses["loss"].backward()
+    assert torch.isfinite(model.sticker_projection.weight.grad).all()
+    assert model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="late-interaction"):
+        MultitaskObjective(tiny()[0], enc, bank(enc), match_loss="in_batch")
+    with pytest.raises(ValueError, match="match_loss"):
+        MultitaskObjective(model, enc, bank(enc), match_loss="listwise")
+
+
+def test_in_batch_loss_is_the_gold_cross_entropy_among_the_batch_stickers():
+    model, tok = tiny("mmbert", late_interaction=True)
+    model.eval()
+    enc = PairEncoder(tok, model.config)
+    b = bank(enc)
+    objective = MultitaskObjective(model, enc, b, match_loss="in_batch", in_batch_negatives=0)
+    batch = samples(3)  # golds 000, 001, 002
+    loss = objective(batch, torch.Generator().manual_seed(0))["match"]
+    from core.evaluation import score_candidates
+    scores = torch.stack([score_candidates(model, enc, b, objective.contexts(s), [0, 1, 2]) for s in batch])
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(scores, torch.tensor([0, 1, 2])), atol=1e-5)
+
+
 def test_loss_weights_combine_as_configured():
     model, tok = tiny(ctx_weight=0.5, emo_weight=0.25, sem_weight=2.0)
     model.eval()  # no dropout: the same batch gives the same parts

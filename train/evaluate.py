@@ -55,14 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the JSON here too")
     p.add_argument("--feature-cache", help="safetensors file caching image features")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--exhaustive", action="store_true",
+                   help="score one full sequence per pair even for a late-interaction model (same result, slower)")
     p.add_argument("--threads", type=int)
     return p
 
 
-def make_scorer(model, encoder, bank, batch_size: int):
+def make_scorer(model, encoder, bank, batch_size: int, exhaustive: bool = False):
+    """Pair scores; a late-interaction model uses the exact fast path unless `exhaustive`."""
+    fast = None
+    if model.config.late_interaction and not exhaustive:
+        from core.fast_ranking import LateInteractionRanker
+
+        fast = LateInteractionRanker(model, encoder, bank)
+
     def score(sample: dict, candidates: list[str]) -> list[float]:
         context = encoder.context_ids(sample["speakers"], sample["texts"])
         rows = [bank.position(c) for c in candidates]
+        if fast is not None:
+            return fast.logits(context, rows)[0][:, 1].float().cpu().tolist()
         return score_candidates(model, encoder, bank, context, rows, batch_size).tolist()
     return score
 
@@ -90,7 +101,7 @@ def run(args) -> dict:
     image_encoder = create_image_encoder(model.config.image_encoder)
     cache = FeatureCache(image_encoder, args.feature_cache or default_feature_cache(image_encoder.name))
     bank = build_sticker_bank(mod.stickers, cache, encoder, model.config.semantic_source)
-    raw_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size))
+    raw_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size, args.exhaustive))
     prior = StickerPrior.load(args.checkpoint)
     scorer = raw_scorer if prior is None else (lambda s, c: prior.adjust(c, raw_scorer(s, c)))
     if args.dialogues:

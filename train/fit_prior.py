@@ -2,7 +2,8 @@
 
 Counts come from the training split of DIR (the same split the model was trained on); the
 weight w in `score + w * log(1 + count)` is chosen on the validation split's 10-candidate sets
-(MRR10) and written to CKPT/sticker_prior.json. w = 0 means the prior does not help.
+(MRR10) and written to CKPT/sticker_prior.json. w = 0 means the prior does not help. Stickers
+held out of training (the hard split's) are not "known": they get the mean log prior (core.prior).
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def main(argv=None) -> dict:
     sets = candidate_sets(gold, bank.ids, 10, args.seed)
     scorer = make_scorer(model, encoder, bank, 64)
     scores = [scorer(s, c) for s, c in zip(valid, sets)]
-    weight, table = fit_weight(counts, sets, scores, gold)
-    StickerPrior(counts, weight).save(args.checkpoint)
+    known = [s for s in bank.ids if s not in set(mod.split_info.held_out)]  # the training candidates
+    weight, table = fit_weight(counts, sets, scores, gold, known=known)
+    StickerPrior(counts, weight, known).save(args.checkpoint)
     result = {"weight": weight, "valid_MRR10_by_weight": table, "n_valid": len(valid)}
     print(json.dumps(result, indent=2))
     return result

@@ -26,7 +26,8 @@ PAPER = {  # Table 1, full model and CLIP baseline (x100); None where the paper 
 }
 ABLATIONS = ["mmbert", "mmbert+ctx", "mmbert+ctx+emo", "full", "full-no-ocr-inputs"]
 DEFAULT_RUNS = ["full", "mmbert", "dual-encoder", "backbone=minilm", "mmbert+ctx", "mmbert+ctx+emo",
-                "full-no-ocr-inputs", "full+mlm-warmup"]
+                "full-no-ocr-inputs", "full+mlm-warmup", "full+late+in-batch"]
+LATE_IN_BATCH = ["--late-interaction", "true", "--match-loss", "in_batch", "--popularity-negatives", "1.0"]
 COLUMNS = ["R10@1", "R10@2", "R10@5", "MRR10", "RALL@1", "RALL@2", "RALL@5", "MRRALL", "macro_R10@1"]
 
 
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rank against every sticker for this many seeded samples per split")
     p.add_argument("--runs", nargs="*", default=DEFAULT_RUNS,
                    help="ablation presets, 'dual-encoder', 'backbone=NAME' (full model on another backbone), "
-                        "'full+mlm-warmup' (full model from train.mlm_warmup)")
+                        "'full+mlm-warmup' (full model from train.mlm_warmup), 'full+late+in-batch' (the "
+                        "shipped recipe: late interaction, in-batch match loss, popularity-drawn negatives)")
     p.add_argument("--warmup-steps", type=int, default=150)
     p.add_argument("--reuse", action="store_true", help="keep results already in OUTPUT")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags passed to every training run")
@@ -73,6 +75,9 @@ def run_one(name: str, args) -> dict:
                             + (["--data", args.data] if args.data else []))
         trainer.main(common + ["--recipe", args.recipe, "--preset", "full", "--test-candidates", "all",
                                "--test-all-limit", str(args.all_limit), "--init-from", str(warm)] + args.extra)
+    elif name == "full+late+in-batch":  # the shipped model's recipe (late interaction, in-batch match loss)
+        trainer.main(common + ["--recipe", args.recipe, "--preset", "full", "--test-candidates", "all",
+                               "--test-all-limit", str(args.all_limit)] + LATE_IN_BATCH + args.extra)
     else:
         preset, backbone = ("full", name.split("=", 1)[1]) if name.startswith("backbone=") else (name, None)
         flags = ["--recipe", args.recipe, "--preset", preset, "--test-candidates", "all",

@@ -66,10 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-vocab", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     p.add_argument("--semantic-source", choices=["ocr", "ocr_or_name"])
     p.add_argument("--match-pooling", choices=["cls", "cls+sticker"])
+    p.add_argument("--late-interaction", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
+                   help="true: dialogue and sticker meet only in the last layer (exact fast ranking; not the paper)")
     p.add_argument("--image-encoder", default=None, help="efficientnet_lite0 | clip:<path> | random_projection:<d>")
     p.add_argument("--feature-cache", help="safetensors file caching image features")
     p.add_argument("--popularity-negatives", type=float, default=0.0,
                    help="share of negatives drawn by training frequency instead of uniformly (paper: 0)")
+    p.add_argument("--match-loss", choices=["binary", "in_batch"], default="binary",
+                   help="binary: gold vs one negative (paper); in_batch: gold among the batch's stickers + "
+                        "--in-batch-negatives drawn ones (late-interaction models)")
+    p.add_argument("--in-batch-negatives", type=int, default=32)
     p.add_argument("--max-length", type=int)
     p.add_argument("--epochs", type=float)
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
@@ -138,6 +144,8 @@ def build_model(args, mod, feature_dim: int):
         overrides["semantic_source"] = args.semantic_source
     if args.match_pooling:
         overrides["match_pooling"] = args.match_pooling
+    if args.late_interaction is not None:
+        overrides["late_interaction"] = bool(args.late_interaction)
     model, tokenizer = create_model(args.backbone, preset=args.preset, num_layers=args.num_layers,
                                     emotion_names=mod.emotion_names, image_feature_dim=feature_dim,
                                     image_encoder=args.image_encoder or "efficientnet_lite0",
@@ -214,7 +222,7 @@ def main(argv=None) -> dict:
         train = train[: args.max_train_samples]
     gold_counts = dict(Counter(s["sticker_id"] for s in train))
     objective = MultitaskObjective(model, encoder, bank, [s for s in bank.ids if s not in held_out],
-                                   gold_counts, args.popularity_negatives)
+                                   gold_counts, args.popularity_negatives, args.match_loss, args.in_batch_negatives)
     valid = [dict(r) for r in mod.splits["valid"]][: args.valid_samples]
     train_gold = [s["sticker_id"] for s in train]
     extra_info = None

@@ -1,0 +1,172 @@
+"""Exact fast ranking of every sticker with a late-interaction model (config.late_interaction).
+
+In such a model the dialogue part and the sticker part attend only within themselves below the
+last layer, and the sticker part sits at fixed positions. So:
+- each sticker's part is run through the lower layers once, when the bank is built, and its
+  last-layer keys, values and sticker-slot query are kept;
+- a dialogue is run through the lower layers once (one short sequence);
+- the last layer is computed only where the match and emotion heads read it: the [CLS] query
+  (the same for every sticker) and each sticker's slot query, over the dialogue's keys plus
+  that sticker's own keys.
+The result equals running the full sequence per candidate (`StickerSelectorModel.forward`)
+up to float rounding; tests/test_fast_ranking.py checks it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .features import PairEncoder
+from .model import StickerSelectorModel
+from .sticker_bank import StickerBank
+
+
+@dataclass
+class _LastLayerInputs:
+    keys: torch.Tensor      # (..., heads, S, d)
+    values: torch.Tensor    # (..., heads, S, d)
+    hidden: torch.Tensor    # (..., S, H) input of the last layer
+
+
+class LateInteractionRanker:
+    """Scores (and emotion logits, and OCR reconstructions) of bank stickers for one dialogue.
+
+    Sticker parts are encoded lazily and only once; rows added to the bank later are encoded on
+    the next call (`StickerSelector.add_sticker` needs nothing else)."""
+
+    def __init__(self, model: StickerSelectorModel, encoder: PairEncoder, bank: StickerBank,
+                 batch_size: int = 128):
+        if not model.config.late_interaction:
+            raise ValueError("LateInteractionRanker needs a model trained with late_interaction=True; "
+                             "score other models with core.evaluation.score_candidates")
+        self.model, self.encoder, self.bank, self.batch_size = model, encoder, bank, batch_size
+        self.layers = model.bert.encoder.layer
+        attention = self.layers[-1].attention.self
+        self.heads, self.head_size = attention.num_attention_heads, attention.attention_head_size
+        self.device = model.sticker_projection.weight.device
+        self._parts: dict[bool, _LastLayerInputs] = {}   # by mask_ocr
+        self._dialogue_cache: tuple[tuple[int, ...], _LastLayerInputs] | None = None
+        self.refresh()
+
+    # shapes -----------------------------------------------------------------------------
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:  # (..., S, H) -> (..., heads, S, d)
+        x = x.view(*x.shape[:-1], self.heads, self.head_size)
+        return x.transpose(-3, -2)
+
+    def _last_inputs(self, hidden: torch.Tensor) -> _LastLayerInputs:
+        attention = self.layers[-1].attention.self
+        return _LastLayerInputs(self._split_heads(attention.key(hidden)),
+                                self._split_heads(attention.value(hidden)), hidden)
+
+    def _lower_layers(self, hidden: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            hidden = layer(hidden, attention_mask=None)  # one part, no padding: attend to all
+        return hidden
+
+    # stickers ---------------------------------------------------------------------------
+    def _encode_parts(self, rows: list[int], mask_ocr: bool) -> torch.Tensor:
+        """Lower-layer states of sticker parts (n, S, H): OCR run, sticker slot, [SEP]."""
+        model, config = self.model, self.model.config
+        slots = config.ocr_slots
+        ids = torch.tensor([self.encoder.build([], self.bank.ocr_ids[r], mask_ocr=mask_ocr).input_ids[-(slots + 2):]
+                            for r in rows], device=self.device)                   # (n, S)
+        embeds = model.bert.embeddings.word_embeddings(ids).clone()                # (n, S, H)
+        features = self.bank.features[rows].to(self.device)
+        embeds[:, slots] = model.sticker_projection(features).to(embeds.dtype)
+        first = config.max_length - config.sticker_part_length
+        positions = torch.arange(first, config.max_length, device=self.device).expand_as(ids)
+        hidden = model.bert.embeddings(inputs_embeds=embeds, token_type_ids=torch.ones_like(ids),
+                                       position_ids=positions)
+        return self._lower_layers(hidden)
+
+    @torch.inference_mode()
+    def _sticker_parts(self, mask_ocr: bool) -> _LastLayerInputs:
+        cached = self._parts.get(mask_ocr)
+        done = 0 if cached is None else cached.hidden.shape[0]
+        if done == len(self.bank.ids) and cached is not None:
+            return cached
+        rows = list(range(done, len(self.bank.ids)))
+        new = [self._encode_parts(rows[i:i + self.batch_size], mask_ocr)
+               for i in range(0, len(rows), self.batch_size)]
+        inputs = self._last_inputs(torch.cat(new))
+        if cached is not None:
+            inputs = _LastLayerInputs(torch.cat([cached.keys, inputs.keys]), torch.cat([cached.values, inputs.values]),
+                                      torch.cat([cached.hidden, inputs.hidden]))
+        self._parts[mask_ocr] = inputs
+        return inputs
+
+    def refresh(self) -> None:
+        """Encodes the sticker parts the matching pass uses (done lazily otherwise)."""
+        self._sticker_parts(not self.model.config.ocr_in_inputs)
+
+    # dialogue ---------------------------------------------------------------------------
+    def _dialogue(self, context_ids: list[int]) -> _LastLayerInputs:
+        key = tuple(context_ids)
+        if self._dialogue_cache is not None and self._dialogue_cache[0] == key:
+            return self._dialogue_cache[1]
+        ids = torch.tensor([[self.encoder.cls_id, *key, self.encoder.sep_id]], device=self.device)
+        hidden = self.model.bert.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids),
+                                            position_ids=torch.arange(ids.shape[1], device=self.device)[None])
+        inputs = self._last_inputs(self._lower_layers(hidden)[0])               # keys (h, n, d)
+        self._dialogue_cache = (key, inputs)
+        return inputs
+
+    def _last_layer(self, positions: torch.Tensor, parts: _LastLayerInputs, dialogue: _LastLayerInputs,
+                    rows: torch.Tensor) -> torch.Tensor:
+        """Last-layer outputs (R, Q, H) at Q query positions of each row's sequence.
+
+        positions: (Q,) indices into the sticker part; -1 is the dialogue's [CLS]."""
+        layer = self.layers[-1]
+        attention = layer.attention.self
+        sticker_hidden = parts.hidden[rows]                                      # (R, S, H)
+        cls = dialogue.hidden[0].expand(len(rows), 1, -1)                         # (R, 1, H)
+        residual = torch.cat([cls, sticker_hidden], 1)[:, positions + 1]          # (R, Q, H)
+        query = self._split_heads(attention.query(residual)) * self.head_size ** -0.5  # (R, h, Q, d)
+        r, h, q, d = query.shape
+        shared = query.transpose(0, 1).reshape(h, r * q, d)                     # (h, R*Q, d)
+        to_dialogue = (shared @ dialogue.keys.transpose(-1, -2)).view(h, r, q, -1).transpose(0, 1)  # (R, h, Q, n)
+        to_sticker = query @ parts.keys[rows].transpose(-1, -2)                  # (R, h, Q, S)
+        n = to_dialogue.shape[-1]
+        weights = torch.cat([to_dialogue, to_sticker], -1).softmax(-1)           # (R, h, Q, n+S)
+        from_dialogue = (weights[..., :n].transpose(0, 1).reshape(h, r * q, n) @ dialogue.values
+                         ).view(h, r, q, d).transpose(0, 1)                      # (R, h, Q, d)
+        context = from_dialogue + weights[..., n:] @ parts.values[rows]         # (R, h, Q, d)
+        context = context.transpose(1, 2).reshape(*residual.shape)              # (R, Q, H)
+        attended = layer.attention.output(context, residual)
+        return layer.output(layer.intermediate(attended), attended)              # (R, Q, H)
+
+    def _rows(self, rows) -> torch.Tensor:
+        if rows is None:
+            return torch.arange(len(self.bank.ids), device=self.device)
+        return torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
+
+    @torch.inference_mode()
+    def logits(self, context_ids: list[int], rows=None, with_emotions: bool = False):
+        """(match logits (R, 2), emotion logits (R, E) or None) for bank rows (default: all)."""
+        config = self.model.config
+        parts = self._sticker_parts(not config.ocr_in_inputs)
+        rows = self._rows(rows)
+        dialogue = self._dialogue(context_ids)
+        use_sticker = config.match_pooling == "cls+sticker" or (with_emotions and self.model.emotion_head is not None)
+        positions = torch.tensor([-1, config.ocr_slots] if use_sticker else [-1], device=self.device)
+        out = self._last_layer(positions, parts, dialogue, rows)                 # (R, 1|2, H)
+        pooled = out[:, 0]
+        if config.match_pooling == "cls+sticker":
+            pooled = torch.cat([pooled, out[:, 1]], -1)                           # (R, 2H)
+        logits = self.model.match_head(pooled)                                   # (R, 2)
+        emotions = None
+        if with_emotions and self.model.emotion_head is not None:
+            emotions = self.model.emotion_head(out[:, 1])                        # (R, E)
+        return logits, emotions
+
+    @torch.inference_mode()
+    def masked_ocr_logits(self, context_ids: list[int], rows) -> torch.Tensor:
+        """Token logits (R, ocr_slots, V) at the OCR run, all [MASK] (the L_sem task)."""
+        parts = self._sticker_parts(True)
+        rows = self._rows(rows)
+        if len(rows) == 0:
+            return torch.zeros(0, self.model.config.ocr_slots, self.model.mlm_head.bias.shape[0])
+        positions = torch.arange(self.model.config.ocr_slots, device=self.device)
+        out = self._last_layer(positions, parts, self._dialogue(context_ids), rows)  # (R, slots, H)
+        return self.model.mlm_head(out)

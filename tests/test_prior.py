@@ -1,0 +1,35 @@
+"""The popularity prior: log counts, stickers unknown to training, save/load, fitted weight."""
+import math
+
+import pytest
+
+from core.prior import PRIOR_FILE, StickerPrior, fit_weight
+
+
+def test_known_stickers_use_their_count_and_unknown_ones_the_mean():
+    prior = StickerPrior({"a": 3, "b": 1}, weight=2.0, known=["a", "b", "c"])
+    assert prior.log_prior("a") == pytest.approx(math.log(4))
+    assert prior.log_prior("c") == 0.0  # a training candidate never chosen: count 0
+    mean = (math.log(4) + math.log(2) + 0.0) / 3
+    assert prior.log_prior("new") == pytest.approx(mean)  # held out / user-added: unknown base rate
+    assert prior.adjust(["a", "new"], [1.0, 1.0]) == pytest.approx([1 + 2 * math.log(4), 1 + 2 * mean])
+    assert StickerPrior({"a": 3}).log_prior("new") == 0.0  # without `known`: every absent sticker is 0
+
+
+def test_save_and_load_round_trip(tmp_path):
+    StickerPrior({"a": 3}, 1.5, ["a", "b"]).save(tmp_path)
+    loaded = StickerPrior.load(tmp_path)
+    assert (loaded.counts, loaded.weight, sorted(loaded.known)) == ({"a": 3}, 1.5, ["a", "b"])
+    assert StickerPrior.load(tmp_path / "missing") is None
+    (tmp_path / PRIOR_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=PRIOR_FILE):
+        StickerPrior.load(tmp_path)
+
+
+def test_fit_weight_uses_the_prior_only_when_it_helps():
+    counts = {"pop": 50, "rare": 1}
+    sets = [["pop", "rare"]] * 4
+    flat = [[0.0, 0.1]] * 4  # the model slightly prefers the rare one
+    assert fit_weight(counts, sets, flat, ["pop"] * 4)[0] > 0  # the popular sticker is right
+    anti = [[0.0, 5.0]] * 4
+    assert fit_weight(counts, sets, anti, ["rare"] * 4)[0] == 0.0  # the model is right, the prior hurts

@@ -1,0 +1,43 @@
+"""`python -m train.ship --checkpoint CKPT`: make CKPT the default model in assets/.
+
+Writes CKPT's weights as fp16 safetensors (about half the size), its config, tokenizer,
+training_info.json and sticker_prior.json into assets/default_model (or --output), replacing
+what is there in one atomic step, then loads the result back to check it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from core.checkpoint import load_selector, save_selector
+from core.prior import PRIOR_FILE
+
+from .paths import DEFAULT_MODEL_DIR
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m train.ship", description=__doc__)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--output", default=str(DEFAULT_MODEL_DIR))
+    args = p.parse_args(argv)
+    source = Path(args.checkpoint)
+    model, tokenizer = load_selector(source)
+    info_path = source / "training_info.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    info["shipped_from"] = str(source)
+    out = save_selector(args.output, model, tokenizer, info, dtype=torch.float16)
+    if (source / PRIOR_FILE).exists():
+        shutil.copyfile(source / PRIOR_FILE, Path(out) / PRIOR_FILE)
+    load_selector(out)  # fails loudly if the written folder does not load
+    size = sum(f.stat().st_size for f in Path(out).iterdir())
+    result = {"output": str(out), "bytes": size}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
