@@ -30,6 +30,7 @@ Problems never vanish silently: each is either raised (``on_error="raise"``) as 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -634,7 +635,16 @@ def _to_dataset_dict(parts: Mapping[str, list[dict[str, Any]]]) -> DatasetDict:
 def split_samples(samples: Sequence[Mapping[str, Any]], *, seed: int = 0, valid_fraction: float = 0.1,
                   test_fraction: float = 0.1,
                   hard_sticker_fraction: float = 0.1) -> tuple[DatasetDict, SplitInfo]:
-    """Deterministic split by dialogue into train / valid / easy_test / hard_test.
+    """:func:`split_sample_rows` as a ``datasets.DatasetDict``."""
+    parts, info = split_sample_rows(samples, seed=seed, valid_fraction=valid_fraction,
+                                    test_fraction=test_fraction, hard_sticker_fraction=hard_sticker_fraction)
+    return _to_dataset_dict(parts), info
+
+
+def split_sample_rows(samples: Sequence[Mapping[str, Any]], *, seed: int = 0, valid_fraction: float = 0.1,
+                      test_fraction: float = 0.1, hard_sticker_fraction: float = 0.1
+                      ) -> tuple[dict[str, list[dict[str, Any]]], SplitInfo]:
+    """Deterministic split by dialogue into train / valid / easy_test / hard_test (sample dicts).
 
     1. Held-out ("hard") stickers: ``round(hard_sticker_fraction * n_used)``
        gold stickers drawn by ``seed`` among those used at least twice and
@@ -668,7 +678,7 @@ def split_samples(samples: Sequence[Mapping[str, Any]], *, seed: int = 0, valid_
         dropped=dropped,
         fractions={"valid": valid_fraction, "test": test_fraction, "hard_sticker": hard_sticker_fraction},
     )
-    return _to_dataset_dict(parts), info
+    return parts, info
 
 
 def _assign_samples(samples: Sequence[Mapping[str, Any]], groups: Mapping[str, set[str]],
@@ -715,12 +725,17 @@ class ModData:
     stickers: StickerSet
     dialogues: dict[str, list[Turn]]
     samples: list[dict[str, Any]]
-    splits: DatasetDict
+    split_rows: dict[str, list[dict[str, Any]]]   # split name -> sample dicts
     split_info: SplitInfo
     report: LoadReport
     emotion_labels: dict[str, int] = field(default_factory=dict)
     emotion_names: list[str] = field(default_factory=list)
     emotion_source: str = "none"
+
+    @functools.cached_property
+    def splits(self) -> DatasetDict:
+        """The splits as a ``datasets.DatasetDict`` (built on first use: importing datasets is slow)."""
+        return _to_dataset_dict(self.split_rows)
 
 
 def _data_emotion_names(data_dir: Path, samples: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -767,7 +782,7 @@ def load_mod(data_dir: str | Path, *, dialogues_path: str | Path | None = None, 
     dialogues, report = load_dialogues(path, stickers, on_error=on_error)
     samples = build_samples(dialogues, stickers, report)
     labels, names, source = _apply_emotions(data_dir, stickers, samples, lexicon_path)
-    splits, info = split_samples(samples, seed=seed)
+    splits, info = split_sample_rows(samples, seed=seed)
     report.merge(stickers.report)
     logger.info("%s: %s", data_dir, report.summary())
     return ModData(stickers, dialogues, samples, splits, info, report, labels, names, source)

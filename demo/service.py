@@ -106,8 +106,8 @@ def load_examples(mod_data: Any, *, per_split: int = 100) -> list[Example]:
     """Examples from ``core.data.ModData`` splits ``easy_test`` and ``hard_test`` (gold marked)."""
     examples = []
     for split in ("easy_test", "hard_test"):
-        try:
-            rows = mod_data.splits[split]
+        try:  # plain rows when the data has them (no datasets import at start-up), else the DatasetDict
+            rows = mod_data.split_rows[split] if hasattr(mod_data, "split_rows") else mod_data.splits[split]
         except (KeyError, AttributeError, TypeError):
             continue
         for i, row in enumerate(rows):
