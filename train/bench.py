@@ -19,7 +19,6 @@ rall5_fast, rall5_exhaustive, mrrall_fast, mrrall_exhaustive, peak_rss_mb, n, an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import resource
@@ -40,9 +39,9 @@ from core.inference import StickerSelector
 from core.objective import MultitaskObjective
 from core.sticker_bank import build_sticker_bank
 
-from .paths import DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache, default_lexicon
+from .paths import (DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache, default_lexicon,
+                    print_and_write_json, REPO)
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,11 +271,7 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     result = run(args)
     print(table(result))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text, encoding="utf-8")
+    print_and_write_json(result, args.output)
     return result
 
 

@@ -19,7 +19,6 @@ Adds "multi_reference" (R10@k, MRR10, RALL@k, MRRALL on the same candidate sets,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from core.image_encoder import FeatureCache, create_image_encoder
 from core.prior import StickerPrior
 from core.sticker_bank import build_sticker_bank
 
-from .paths import DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache
+from .paths import DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache, print_and_write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,11 +145,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args)
-    text = json.dumps(result, ensure_ascii=False, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text, encoding="utf-8")
+    print_and_write_json(result, args.output)
     return result
 
 

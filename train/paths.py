@@ -29,3 +29,15 @@ def cache_dir() -> Path:
 def default_feature_cache(encoder_name: str) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder_name)
     return cache_dir() / f"features-{safe}.safetensors"
+
+
+def print_and_write_json(result: dict, output: str | None) -> str:
+    """Prints `result` as JSON and, when `output` is given, writes the same text there."""
+    import json
+
+    text = json.dumps(result, ensure_ascii=False, indent=2)
+    print(text)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text, encoding="utf-8")
+    return text
