@@ -161,12 +161,17 @@ class LateInteractionRanker:
         return logits, emotions
 
     @torch.inference_mode()
-    def masked_ocr_logits(self, context_ids: list[int], rows) -> torch.Tensor:
-        """Token logits (R, ocr_slots, V) at the OCR run, all [MASK] (the L_sem task)."""
+    def masked_ocr_hidden(self, context_ids: list[int], rows) -> torch.Tensor:
+        """Last-layer states (R, ocr_slots, H) at the OCR run, all [MASK] (the L_sem task)."""
         parts = self._sticker_parts(True)
         rows = self._rows(rows)
+        hidden = self.model.bert.config.hidden_size
         if len(rows) == 0:
-            return torch.zeros(0, self.model.config.ocr_slots, self.model.mlm_head.bias.shape[0])
+            return torch.zeros(0, self.model.config.ocr_slots, hidden, device=self.device)
         positions = torch.arange(self.model.config.ocr_slots, device=self.device)
-        out = self._last_layer(positions, parts, self._dialogue(context_ids), rows)  # (R, slots, H)
-        return self.model.mlm_head(out)
+        return self._last_layer(positions, parts, self._dialogue(context_ids), rows)
+
+    @torch.inference_mode()
+    def masked_ocr_logits(self, context_ids: list[int], rows) -> torch.Tensor:
+        """Token logits (R, ocr_slots, V) at the OCR run, all [MASK]."""
+        return self.model.mlm_head(self.masked_ocr_hidden(context_ids, rows))

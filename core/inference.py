@@ -176,8 +176,17 @@ class StickerSelector:
         """Reconstructs each sticker's text from the OCR run all masked (the L_sem task)."""
         if not rows:
             return []
-        if self.fast is not None and not exhaustive:
-            predicted = self.fast.masked_ocr_logits(context, rows).argmax(-1).cpu()  # (B, S)
+        if self.fast is not None and not exhaustive:  # decode only the slots a label reads (MLM decoder is big)
+            hidden = self.fast.masked_ocr_hidden(context, rows)                       # (B, S, H)
+            slots = hidden.shape[1]
+            keep = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+            for i, row in enumerate(rows):
+                keep[i, slots - (len(self.bank.ocr_ids[row]) or 4):] = True
+            with torch.inference_mode():
+                tokens = self.model.mlm_head(hidden[keep]).argmax(-1)
+            predicted = torch.full(hidden.shape[:2], self.encoder.mask_id, dtype=torch.long, device=hidden.device)
+            predicted[keep] = tokens
+            predicted = predicted.cpu()                                                # (B, S)
         else:
             pairs = [self.encoder.build(context, self.bank.ocr_ids[r], mask_ocr=True) for r in rows]
             batch = self._batch(pairs, rows)
