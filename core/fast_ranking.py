@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .features import PairEncoder
+from .features import PairEncoder, dialogue_part_batch, sticker_part_ids
 from .model import StickerSelectorModel
 from .sticker_bank import StickerBank
 
@@ -59,26 +59,12 @@ class LateInteractionRanker:
         return _LastLayerInputs(self._split_heads(attention.key(hidden)),
                                 self._split_heads(attention.value(hidden)), hidden)
 
-    def _lower_layers(self, hidden: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            hidden = layer(hidden, attention_mask=None)  # one part, no padding: attend to all
-        return hidden
-
     # stickers ---------------------------------------------------------------------------
     def _encode_parts(self, rows: list[int], mask_ocr: bool) -> torch.Tensor:
         """Lower-layer states of sticker parts (n, S, H): OCR run, sticker slot, [SEP]."""
-        model, config = self.model, self.model.config
-        slots = config.ocr_slots
-        ids = torch.tensor([self.encoder.build([], self.bank.ocr_ids[r], mask_ocr=mask_ocr).input_ids[-(slots + 2):]
-                            for r in rows], device=self.device)                   # (n, S)
-        embeds = model.bert.embeddings.word_embeddings(ids).clone()                # (n, S, H)
-        features = self.bank.features[rows].to(self.device)
-        embeds[:, slots] = model.sticker_projection(features).to(embeds.dtype)
-        first = config.max_length - config.sticker_part_length
-        positions = torch.arange(first, config.max_length, device=self.device).expand_as(ids)
-        hidden = model.bert.embeddings(inputs_embeds=embeds, token_type_ids=torch.ones_like(ids),
-                                       position_ids=positions)
-        return self._lower_layers(hidden)
+        ids = torch.tensor([sticker_part_ids(self.encoder, self.bank.ocr_ids[r], mask_ocr) for r in rows],
+                           device=self.device)                                     # (n, S)
+        return self.model.encode_sticker_part(ids, self.bank.features[rows].to(self.device))
 
     @torch.inference_mode()
     def _sticker_parts(self, mask_ocr: bool) -> _LastLayerInputs:
@@ -105,10 +91,9 @@ class LateInteractionRanker:
         key = tuple(context_ids)
         if self._dialogue_cache is not None and self._dialogue_cache[0] == key:
             return self._dialogue_cache[1]
-        ids = torch.tensor([[self.encoder.cls_id, *key, self.encoder.sep_id]], device=self.device)
-        hidden = self.model.bert.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids),
-                                            position_ids=torch.arange(ids.shape[1], device=self.device)[None])
-        inputs = self._last_inputs(self._lower_layers(hidden)[0])               # keys (h, n, d)
+        ids, mask = dialogue_part_batch(self.encoder, [list(key)])
+        hidden = self.model.encode_dialogue_part(ids.to(self.device), mask.to(self.device))  # (1, n, H)
+        inputs = self._last_inputs(hidden[0])                                   # keys (h, n, d)
         self._dialogue_cache = (key, inputs)
         return inputs
 

@@ -90,6 +90,22 @@ class PairEncoder:
                            list(range(ocr_start, ocr_start + slots)), context_positions, ocr_labels)
 
 
+def sticker_part_ids(encoder: PairEncoder, ocr: list[int], mask_ocr: bool = False) -> list[int]:
+    """The sticker part alone: OCR run, sticker slot, [SEP] (late-interaction models)."""
+    return encoder.build([], ocr, mask_ocr=mask_ocr).input_ids[-encoder.config.sticker_part_length:]
+
+
+def dialogue_part_batch(encoder: PairEncoder, contexts: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[CLS] dialogue [SEP] per context, right-padded: (ids (B, n), attention mask (B, n))."""
+    width = max(len(c) for c in contexts) + 2
+    ids = torch.full((len(contexts), width), encoder.pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, context in enumerate(contexts):
+        ids[row, :len(context) + 2] = torch.tensor([encoder.cls_id, *context, encoder.sep_id])
+        mask[row, :len(context) + 2] = 1
+    return ids, mask
+
+
 def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pads a list of pairs into a batch (features are added by the caller)."""
     width = max(len(p.input_ids) for p in pairs)

@@ -21,7 +21,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .features import EncodedPair, PairEncoder, collate_pairs, mask_context, ocr_labels_batch
+from .features import (EncodedPair, PairEncoder, collate_pairs, dialogue_part_batch, mask_context,
+                       ocr_labels_batch, sticker_part_ids)
 from .model import IGNORE_INDEX, StickerSelectorModel
 from .sticker_bank import StickerBank
 
@@ -148,16 +149,9 @@ class MultitaskObjective(nn.Module):
                                   generator=generator) if self.in_batch_negatives else torch.zeros(0, dtype=torch.long)
         rows = list(dict.fromkeys(gold + [int(self.negative_rows[i]) for i in drawn]))  # unique, golds first
         column = {r: i for i, r in enumerate(rows)}
-        width = max(len(c) for c in contexts) + 2
-        ids = torch.full((len(contexts), width), self.encoder.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, context in enumerate(contexts):
-            ids[i, :len(context) + 2] = torch.tensor([self.encoder.cls_id, *context, self.encoder.sep_id])
-            mask[i, :len(context) + 2] = 1
-        part = model.config.sticker_part_length
+        ids, mask = dialogue_part_batch(self.encoder, contexts)
         mask_ocr = not model.config.ocr_in_inputs
-        sticker_ids = torch.tensor([self.encoder.build([], self.bank.ocr_ids[r], mask_ocr=mask_ocr).input_ids[-part:]
-                                    for r in rows])
+        sticker_ids = torch.tensor([sticker_part_ids(self.encoder, self.bank.ocr_ids[r], mask_ocr) for r in rows])
         ids, mask, sticker_ids = ids.to(device), mask.to(device), sticker_ids.to(device)
         dialogue = model.encode_dialogue_part(ids, mask)                           # (B, n, H)
         sticker = model.encode_sticker_part(sticker_ids, self.bank.features[rows].to(device))  # (C, S, H)

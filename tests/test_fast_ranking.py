@@ -6,6 +6,7 @@ from PIL import Image
 from core.data import Sticker, load_stickers
 from core.evaluation import score_candidates
 from core.fast_ranking import LateInteractionRanker
+from core.features import dialogue_part_batch, sticker_part_ids
 from core.inference import StickerSelector
 from core.model import late_interaction_masks
 from tests.mini_mod import make_mini_mod
@@ -102,15 +103,9 @@ def test_cross_logits_of_every_pair_equal_full_sequences(stickers):
     selector = StickerSelector.tiny_random(stickers, seed=5, late_interaction=True)
     model, encoder, bank = selector.model, selector.encoder, selector.bank
     contexts = [selector.context_ids(d) for d in (DIALOGUE, ["好的"], ["我错了对不起", "没关系", "哈哈"])]
-    width = max(len(c) for c in contexts) + 2
-    ids = torch.full((len(contexts), width), encoder.pad_id)
-    mask = torch.zeros_like(ids)
-    for i, c in enumerate(contexts):
-        ids[i, :len(c) + 2] = torch.tensor([encoder.cls_id, *c, encoder.sep_id])
-        mask[i, :len(c) + 2] = 1
+    ids, mask = dialogue_part_batch(encoder, contexts)
     rows = [0, 3, 1, 5]
-    part = model.config.sticker_part_length
-    sticker_ids = torch.tensor([encoder.build([], bank.ocr_ids[r]).input_ids[-part:] for r in rows])
+    sticker_ids = torch.tensor([sticker_part_ids(encoder, bank.ocr_ids[r]) for r in rows])
     with torch.inference_mode():
         logits, emotions = model.cross_logits(model.encode_dialogue_part(ids, mask), mask,
                                               model.encode_sticker_part(sticker_ids, bank.features[rows]),
