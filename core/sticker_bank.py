@@ -66,11 +66,13 @@ def build_sticker_bank(stickers, feature_cache, encoder: PairEncoder, semantic_s
 
     feature_cache: a core.image_encoder.FeatureCache (or anything with .encode(images)).
     """
-    from .images import load_sticker_image
-
     usable = [s for s in stickers if s.image_path is not None]
-    images = [load_sticker_image(s.image_path) for s in usable]
-    features = feature_cache.encode(images)
+    if hasattr(feature_cache, "encode_files"):
+        features = feature_cache.encode_files([s.image_path for s in usable])
+    else:
+        from .images import load_sticker_image
+
+        features = feature_cache.encode([load_sticker_image(s.image_path) for s in usable])
     labels = emotion_labels or {}
     bank = StickerBank(ids=[s.sticker_id for s in usable], features=features,
                        semantic_texts=[semantic_text(s, semantic_source) for s in usable],

@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# A server draws off-screen. Naming the backend also spares gradio's first request from importing
+# pyplot just to ask matplotlib which backend is the default (~0.8 s of the first /rank on 2 cores).
+os.environ.setdefault("MPLBACKEND", "agg")
 
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -24,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except (AuthFileError, ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from core.fast_ranking import part_cache_beside
     from core.inference import StickerSelector
 
     print(f"loading the model ({args.checkpoint or 'default model in assets/'}) "
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cache = None if args.feature_cache == "off" else args.feature_cache
         selector = StickerSelector.load(args.checkpoint, stickers=parts.stickers, device=args.device,
-                                        feature_cache_path=cache)
+                                        feature_cache_path=cache, part_cache_path=cache and part_cache_beside(cache))
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2

@@ -93,12 +93,14 @@ def running_demo(selector: Any, *, auth: list[tuple[str, str]] | None = None,
         blocks.close()
 
 
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")  # Debian's fonts-wqy-microhei
+
+
 def write_text_sticker(path: Path, lines: list[str], size: tuple[int, int] = (320, 200)) -> Path:
-    """A white PNG with ``lines`` in large black type (a CJK font when installed)."""
+    """A white PNG with ``lines`` in large black type (Chinese is legible only when CJK_FONT is installed)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    font_path = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
-    font = ImageFont.truetype(str(font_path), 44) if font_path.is_file() else ImageFont.load_default(size=44)
+    font = ImageFont.truetype(str(CJK_FONT), 44) if CJK_FONT.is_file() else ImageFont.load_default(size=44)
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     for i, line in enumerate(lines):
@@ -107,4 +109,4 @@ def write_text_sticker(path: Path, lines: list[str], size: tuple[int, int] = (32
     return path
 
 
-__all__ += ["write_text_sticker"]
+__all__ += ["CJK_FONT", "write_text_sticker"]

@@ -55,5 +55,6 @@ def test_bench_reports_the_issue_keys(late_model, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_cold_start_measures_a_new_demo_process(late_model, tmp_path):
-    result = bench.main(bench_args(late_model, tmp_path, "--train-steps", "0"))
+    result = bench.main(bench_args(late_model, tmp_path, "--train-steps", "0", "--cold-start-runs", "1"))
     assert 0 < result["cold_start_page_s"] <= result["cold_start_s"] < bench.COLD_START_TIMEOUT_S
+    assert len(result["cold_start_runs_s"]) == 1 and 0 < result["cold_start_empty_caches_s"] < bench.COLD_START_TIMEOUT_S

@@ -25,3 +25,37 @@ def test_default_model_fits_the_budget_and_ranks_chinese_and_english(tmp_path):
         assert [r.sticker_id for r in fast[:10]] == [r.sticker_id for r in slow[:10]]
         assert [r.semantic_label for r in fast[:5]] == [r.semantic_label for r in slow[:5]]
         assert all(r.emotions for r in fast[:5])
+
+
+def test_warm_start_uses_the_caches_and_ranks_the_same(tmp_path):
+    stickers = load_stickers(REAL_MOD)
+    caches = dict(feature_cache_path=tmp_path / "features.safetensors", part_cache_path=tmp_path / "parts.safetensors")
+    cold = StickerSelector.load(stickers=stickers, device="cpu", **caches)
+    dialogue = ["今天好累啊", "早点休息吧"]
+    expected = [(r.sticker_id, r.score, r.semantic_label) for r in cold.rank(dialogue, semantic_top_k=5)]
+    assert (tmp_path / "parts.safetensors").is_file()
+    warm = StickerSelector.load(stickers=stickers, device="cpu", **caches)
+    warm.model.encode_sticker_part = None  # a warm start encodes no sticker part
+    warm.features.encoder = None           # nor any image
+    assert [(r.sticker_id, r.score, r.semantic_label) for r in warm.rank(dialogue, semantic_top_k=5)] == expected
+
+
+def test_serving_the_default_model_imports_no_training_stack(tmp_path):
+    """What keeps the demo's cold start short (train.bench measures it): with the caches filled,
+    the selector and the app load without transformers, torch._dynamo or pyplot."""
+    import subprocess
+    import sys
+
+    StickerSelector.load(stickers=load_stickers(REAL_MOD), device="cpu", feature_cache_path=tmp_path / "f.safetensors",
+                         part_cache_path=tmp_path / "p.safetensors").rank(["你好"], semantic_top_k=3)
+    code = (
+        "import os, sys; os.environ.setdefault('MPLBACKEND', 'agg')\n"
+        "from core.data import load_stickers\n"
+        "from core.inference import StickerSelector\n"
+        "import demo.app\n"
+        f"s = StickerSelector.load(stickers=load_stickers({str(REAL_MOD)!r}), device='cpu', "
+        f"feature_cache_path={str(tmp_path / 'f.safetensors')!r}, part_cache_path={str(tmp_path / 'p.safetensors')!r})\n"
+        "s.rank(['你好', '再见'], semantic_top_k=3)\n"
+        "heavy = [m for m in ('transformers', 'torch._dynamo', 'matplotlib.pyplot', 'datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], cwd=DEFAULT_MODEL_DIR.parents[1], check=True, timeout=300)

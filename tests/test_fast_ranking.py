@@ -5,7 +5,7 @@ from PIL import Image
 
 from core.data import Sticker, load_stickers
 from core.evaluation import score_candidates
-from core.fast_ranking import LateInteractionRanker
+from core.fast_ranking import LateInteractionRanker, StickerPartCache, model_fingerprint
 from core.features import dialogue_part_batch, sticker_part_ids
 from core.inference import StickerSelector
 from core.model import late_interaction_masks
@@ -114,3 +114,47 @@ def test_cross_logits_of_every_pair_equal_full_sequences(stickers):
     for i, c in enumerate(contexts):
         full = score_candidates(model, encoder, bank, c, rows)
         torch.testing.assert_close(logits[i, :, 1], full, atol=1e-5, rtol=1e-4)
+
+
+def test_sticker_part_cache_is_exact_and_reused(stickers, tmp_path):
+    selector = StickerSelector.tiny_random(stickers, seed=6, late_interaction=True)
+    context = selector.context_ids(DIALOGUE)
+    path = tmp_path / "parts.safetensors"
+    expected = selector.fast.logits(context)[0]
+    expected_ocr = selector.fast.masked_ocr_logits(context, [0, 2])
+
+    def cached_ranker():
+        return LateInteractionRanker(selector.model, selector.encoder, selector.bank,
+                                     cache=StickerPartCache(path, model_fingerprint(selector.model)))
+
+    first = cached_ranker()                  # fills the file
+    first.masked_ocr_logits(context, [0])     # and the masked variant
+    assert path.is_file()
+    second = cached_ranker()
+    calls = []
+    original = selector.model.encode_sticker_part
+    selector.model.encode_sticker_part = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        torch.testing.assert_close(second.logits(context)[0], expected, atol=0, rtol=0)
+        torch.testing.assert_close(second.masked_ocr_logits(context, [0, 2]), expected_ocr, atol=0, rtol=0)
+    finally:
+        del selector.model.encode_sticker_part
+    assert not calls  # everything came from the file
+
+
+def test_sticker_part_cache_of_another_model_or_corrupt_is_not_used(stickers, tmp_path):
+    path = tmp_path / "parts.safetensors"
+    one = StickerSelector.tiny_random(stickers, seed=7, late_interaction=True)
+    other = StickerSelector.tiny_random(stickers, seed=8, late_interaction=True)
+    assert model_fingerprint(one.model) != model_fingerprint(other.model)
+    LateInteractionRanker(one.model, one.encoder, one.bank, cache=StickerPartCache(path, model_fingerprint(one.model)))
+    context = other.context_ids(DIALOGUE)
+    ranker = LateInteractionRanker(other.model, other.encoder, other.bank,
+                                   cache=StickerPartCache(path, model_fingerprint(other.model)))
+    torch.testing.assert_close(ranker.logits(context)[0], other.fast.logits(context)[0], atol=1e-6, rtol=0)
+    path.write_bytes(b"not a safetensors file")
+    ranker = LateInteractionRanker(other.model, other.encoder, other.bank,
+                                   cache=StickerPartCache(path, model_fingerprint(other.model)))
+    torch.testing.assert_close(ranker.logits(context)[0], other.fast.logits(context)[0], atol=1e-6, rtol=0)
+    assert StickerPartCache(path, model_fingerprint(other.model)).get(
+        StickerPartCache.key(sticker_part_ids(other.encoder, other.bank.ocr_ids[0]), other.bank.features[0])) is not None

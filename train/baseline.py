@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.backbone import add_speaker_tokens, load_text_backbone
+from core.bert import load_backbone_weights
 from core.dual_encoder import (DualEncoder, DualEncoderConfig, DualEncoderInputs, embed_bank,
                                load_dual_encoder, save_dual_encoder)
 from core.evaluation import evaluate
@@ -68,7 +69,7 @@ def build_model(args, mod, feature_dim: int):
     add_speaker_tokens(bert, tokenizer, config.speaker_tokens)
     config.backbone = json.loads(bert.config.to_json_string(use_diff=False))
     model = DualEncoder(config)
-    model.bert.load_state_dict(bert.state_dict(), strict=False)
+    load_backbone_weights(model.bert, bert.state_dict())
     return model, tokenizer
 
 

@@ -61,7 +61,7 @@ def mlm_batch(tokenizer, texts: list[str], max_length: int, special: list[int], 
 
 
 def mlm_loss(model, ids, mask, labels) -> torch.Tensor:
-    hidden = model.bert(input_ids=ids, attention_mask=mask).last_hidden_state   # (B, T, H)
+    hidden = model.bert(input_ids=ids, attention_mask=mask)   # (B, T, H)
     logits = model.mlm_head(hidden[labels != IGNORE_INDEX])                     # (N, V)
     return torch.nn.functional.cross_entropy(logits, labels[labels != IGNORE_INDEX])
 
