@@ -29,6 +29,31 @@ def score_candidates(model: StickerSelectorModel, encoder: PairEncoder, bank: St
     return torch.cat(scores) if scores else torch.zeros(0)
 
 
+def sticker_normalized(score_fn: Callable[[dict, list[str]], Sequence[float]], reference_samples: Sequence[dict],
+                       pool: Sequence[str]) -> Callable[[dict, list[str]], list[float]]:
+    """`score_fn` with each sticker's scores standardised over reference dialogues (z-scores).
+
+    A ranker's score mixes what it read in the dialogue with a per-sticker base rate (how often
+    it saw the sticker win). Subtracting each sticker's mean over, e.g., training dialogues and
+    dividing by its spread leaves only how much *this* dialogue favours the sticker compared with
+    others; ranked this way a model without context signal is at chance (R10@1 ~ 10). Used as a
+    popularity-robust view beside the raw metrics (train.evaluate --reference-contexts)."""
+    if not reference_samples:
+        raise ValueError("sticker_normalized needs at least one reference sample")
+    pool = list(pool)
+    table = torch.tensor([list(map(float, score_fn(s, pool))) for s in reference_samples])  # (R, P)
+    mean, std = table.mean(0), table.std(0, unbiased=False).clamp(min=1e-6)
+    stats = {sid: (float(m), float(d)) for sid, m, d in zip(pool, mean, std)}
+
+    def normalized(sample: dict, candidates: list[str]) -> list[float]:
+        unknown = [c for c in candidates if c not in stats]
+        if unknown:
+            raise ValueError(f"stickers {unknown[:5]} were not in the reference pool")
+        return [(v - stats[c][0]) / stats[c][1] for c, v in zip(candidates, score_fn(sample, candidates))]
+
+    return normalized
+
+
 def rank_samples(score_fn: Callable[[int, list[str]], Sequence[float]], gold_ids: Sequence[str],
                  sets: Sequence[list[str]], seed: int) -> tuple[list[int], list[str]]:
     """Gold ranks and top-1 ids of a scorer (sample index, candidates) -> scores."""

@@ -86,10 +86,15 @@ class StickerPartCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")  # two processes may share the file
-        save_file(self._parts, str(tmp), metadata={"model": self.fingerprint})
-        tmp.replace(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(self._parts, str(tmp), metadata={"model": self.fingerprint})
+            tmp.replace(self.path)
+        except OSError as error:  # a cache that cannot be written only makes the next start slower
+            logger.warning("cannot write the sticker part cache %s: %s", self.path, error)
+            if tmp.is_file():
+                tmp.unlink()
         self.dirty = False
 
 

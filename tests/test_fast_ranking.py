@@ -158,3 +158,14 @@ def test_sticker_part_cache_of_another_model_or_corrupt_is_not_used(stickers, tm
     torch.testing.assert_close(ranker.logits(context)[0], other.fast.logits(context)[0], atol=1e-6, rtol=0)
     assert StickerPartCache(path, model_fingerprint(other.model)).get(
         StickerPartCache.key(sticker_part_ids(other.encoder, other.bank.ocr_ids[0]), other.bank.features[0])) is not None
+
+
+def test_unwritable_sticker_part_cache_only_warns(stickers, tmp_path, caplog):
+    selector = StickerSelector.tiny_random(stickers, seed=9, late_interaction=True)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cache = StickerPartCache(blocker / "parts.safetensors", model_fingerprint(selector.model))
+    ranker = LateInteractionRanker(selector.model, selector.encoder, selector.bank, cache=cache)
+    context = selector.context_ids(DIALOGUE)
+    torch.testing.assert_close(ranker.logits(context)[0], selector.fast.logits(context)[0], atol=1e-6, rtol=0)
+    assert "cannot write the sticker part cache" in caplog.text

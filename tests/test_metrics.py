@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from core.evaluation import evaluate
+from core.evaluation import evaluate, sticker_normalized
 from core.metrics import (PopularityRanker, candidate_sets, macro_recall_at_1, rank_of, recall_mrr,
                           truncated_map)
 
@@ -47,3 +47,23 @@ def test_evaluate_perfect_scorer_and_popularity():
     assert out["R10@1"] == out["RALL@1"] == out["MRRALL"] == 100.0 and out["n"] == 9
     assert out["popularity"]["R10@1"] == pytest.approx(100 / 3)  # only sticker 000 is known
     assert PopularityRanker(["a", "a", "b"]).scores(["a", "b", "c"]) == [2.0, 1.0, 0.0]
+
+
+def test_sticker_normalized_removes_base_rates_and_keeps_context_signal():
+    pool = [f"{i:03d}" for i in range(30)]
+    rng = random.Random(0)
+    samples = [{"sticker_id": rng.choice(pool[:10]), "noise": rng.random()} for _ in range(400)]
+    base = {c: 5.0 - i / 10 for i, c in enumerate(pool)}  # popular stickers score higher, whatever was said
+    only_base = lambda s, cands: [base[c] + 0.01 * ((hash((s["noise"], c)) % 100) / 100) for c in cands]  # noqa: E731
+    reads_context = lambda s, cands: [base[c] + (1.0 if c == s["sticker_id"] else 0.0) for c in cands]  # noqa: E731
+    reference = samples[:200]
+    raw = evaluate(only_base, samples[200:], pool, train_gold_ids=[], candidates="10")
+    flat = evaluate(sticker_normalized(only_base, reference, pool), samples[200:], pool, [], candidates="10")
+    assert raw["R10@1"] > 25  # the base rate alone looks good on popular golds (chance: 10)
+    assert 2 < flat["R10@1"] < 25 and 15 < flat["MRR10"] < 45  # chance: 10 / 29.3
+    kept = evaluate(sticker_normalized(reads_context, reference, pool), samples[200:], pool, [], candidates="10")
+    assert kept["R10@1"] > 90
+    with pytest.raises(ValueError, match="reference"):
+        sticker_normalized(only_base, [], pool)
+    with pytest.raises(ValueError, match="not in the reference pool"):
+        sticker_normalized(only_base, reference, pool[:5])(samples[0], ["029"])

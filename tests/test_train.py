@@ -62,8 +62,9 @@ def test_evaluate_cli_on_a_tiny_dialogue_file(mini, tmp_path, capsys):
     out = tmp_path / "eval.json"
     result = evaluate_cli.main(["--checkpoint", str(tmp_path / "run" / "best"), "--data", str(mini),
                                 "--dialogues", str(path), "--candidates", "all", "--output", str(out),
-                                "--feature-cache", str(tmp_path / "f.safetensors")])
+                                "--feature-cache", str(tmp_path / "f.safetensors"), "--reference-contexts", "5"])
     assert result["n"] == 2  # both sticker turns after the first
+    assert result["sticker_normalized"]["reference_contexts"] == 5 and "R10@1" in result["sticker_normalized"]
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     keys = {"R10@1", "R10@2", "R10@5", "MRR10", "RALL@1", "RALL@2", "RALL@5", "MRRALL", "n"}
@@ -80,3 +81,18 @@ def test_dual_encoder_baseline_end_to_end(mini, tmp_path):
     for split in ("easy_test", "hard_test"):
         assert {"R10@1", "MRRALL", "popularity"} <= set(result[split])
     assert (tmp_path / "dual" / "best" / "dual_encoder.json").exists()
+
+
+def test_frozen_text_baseline_end_to_end(mini, tmp_path):
+    from train import frozen_text
+
+    args = ["--data", str(mini), "--output", str(tmp_path / "ft"), "--encoder", "tiny", "--epochs", "2",
+            "--seeds", "0", "1", "--candidate-seeds", "0", "1", "--rank", "4"]
+    result = frozen_text.main(args)
+    assert len(result["runs"]) == 4
+    for split in ("easy_test", "hard_test"):
+        for view in ("model", "sticker_normalized", "normalized_plus_prior", "popularity"):
+            assert 0.0 <= result["mean"][split][view]["R10@1"] <= 100.0
+    assert json.loads((tmp_path / "ft" / "results.json").read_text())["n"] == result["n"]
+    again = frozen_text.main(args)  # embeddings come from the cache; training is seeded
+    assert again["mean"] == result["mean"]

