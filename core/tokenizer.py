@@ -54,25 +54,11 @@ class SelectorTokenizer:
         token = self.special_tokens.get(role)
         return None if token is None else self.backend.token_to_id(token)
 
-    @property
-    def cls_token_id(self) -> int | None:
-        return self._special_id("cls_token")
-
-    @property
-    def sep_token_id(self) -> int | None:
-        return self._special_id("sep_token")
-
-    @property
-    def pad_token_id(self) -> int | None:
-        return self._special_id("pad_token")
-
-    @property
-    def mask_token_id(self) -> int | None:
-        return self._special_id("mask_token")
-
-    @property
-    def unk_token_id(self) -> int | None:
-        return self._special_id("unk_token")
+    cls_token_id = property(lambda self: self._special_id("cls_token"))
+    sep_token_id = property(lambda self: self._special_id("sep_token"))
+    pad_token_id = property(lambda self: self._special_id("pad_token"))
+    mask_token_id = property(lambda self: self._special_id("mask_token"))
+    unk_token_id = property(lambda self: self._special_id("unk_token"))
 
     @property
     def all_special_tokens(self) -> list[str]:

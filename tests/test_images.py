@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image, features
 
 from core import images
@@ -185,3 +186,25 @@ def test_real_stickers_sample() -> None:
     for path in paths:
         image = load_sticker_image(path)
         assert image.mode == "RGB" and min(image.size) > 0
+
+
+def test_feature_cache_finds_known_files_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.image_encoder import FeatureCache, RandomProjectionEncoder
+
+    paths = []
+    for i, colour in enumerate([(255, 0, 0), (0, 200, 0)]):
+        paths.append(tmp_path / f"s{i}.png")
+        Image.new("RGB", (16, 16), colour).save(paths[-1])
+    cache_file = tmp_path / "features.safetensors"
+    first = FeatureCache(RandomProjectionEncoder(8), cache_file).encode_files(paths)
+    assert first.shape == (2, 8) and not torch.equal(first[0], first[1])
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a cached file was decoded")
+
+    monkeypatch.setattr(images, "load_sticker_image", no_decoding)
+    again = FeatureCache(RandomProjectionEncoder(8), cache_file).encode_files(paths)  # a new process
+    assert torch.equal(first, again)
+    monkeypatch.undo()
+    with pytest.raises(images.StickerImageError, match="missing.png"):
+        FeatureCache(RandomProjectionEncoder(8), cache_file).encode_files([tmp_path / "missing.png"])
