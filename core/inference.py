@@ -36,6 +36,7 @@ class RankedSticker:
     ocr: str
     name_label: str
     image_path: str | None
+    prior: float = 0.0                  # the popularity prior's share of `score` (w * log(1 + count); 0 without one)
 
 
 def _turns(turns: Sequence[str | Turn]) -> tuple[list[str], list[str]]:
@@ -215,8 +216,10 @@ class StickerSelector:
         if not rows:
             raise ValueError("no candidate stickers to rank")
         scores, probs, emotions = self._score(context, rows, progress=progress, exhaustive=exhaustive)
+        priors = [0.0] * len(rows)
         if self.prior is not None and self.prior.weight:
             ids = [self.bank.ids[r] for r in rows]
+            priors = [self.prior.weight * self.prior.log_prior(i) for i in ids]
             scores = torch.tensor(self.prior.adjust(ids, scores.tolist()))
         order = scores.argsort(descending=True).tolist()
         top_k = len(order) if semantic_top_k is None else semantic_top_k
@@ -233,7 +236,7 @@ class StickerSelector:
                 sticker_id=sticker.sticker_id, rank=rank, score=float(scores[i]), probability=float(probs[i]),
                 emotions=top3, semantic_label=labels[rank - 1] if rank <= len(labels) else "",
                 ocr=sticker.ocr, name_label=sticker.name_label,
-                image_path=str(sticker.image_path) if sticker.image_path else None))
+                image_path=str(sticker.image_path) if sticker.image_path else None, prior=float(priors[i])))
         return ranked
 
     # saliency ------------------------------------------------------------------------------

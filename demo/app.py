@@ -41,7 +41,8 @@ CSS = """
 .demo-note { color: #555; }
 """
 
-TABLE_HEADERS = ["#", "sticker", "score", "p", "emotion (top-3)", "semantic label (model)", "OCR text", "gold"]
+TABLE_HEADERS = ["#", "sticker", "score", "prior", "p", "emotion (top-3)", "semantic label (model)", "OCR text",
+                 "gold"]  # prior: the popularity prior's part of the score
 FLAG_HEADERS = ["sticker", "label", "annotator", "model rank", "updated (UTC)"]
 DIALOGUE_PLACEHOLDER = ("One turn per line; optional A:/B: prefixes (甲：/乙： too).\n"
                         "Unprefixed lines alternate speakers; the LAST line is the one the sticker goes with.\n"
@@ -55,6 +56,7 @@ def ranked_to_json(ranked: list[Any]) -> list[dict[str, Any]]:
         "sticker_id": r.sticker_id,
         "rank": int(r.rank),
         "score": round(float(r.score), 6),
+        "prior": round(float(r.prior), 6),
         "probability": round(float(r.probability), 6),
         "emotions": [{"emotion": str(name), "probability": round(float(p), 6)} for name, p in r.emotions],
         "semantic_label": str(r.semantic_label),
@@ -112,8 +114,8 @@ def _table(outcome: Any, service: DemoService) -> list[list[Any]]:
     rows = []
     for r in outcome.ranked:
         sticker = f"{r.name_label} · {r.sticker_id}" if r.name_label else r.sticker_id
-        rows.append([r.rank, sticker, round(float(r.score), 3), round(float(r.probability), 3),
-                     _emotions(r), r.semantic_label or "—", r.ocr or "—",
+        rows.append([r.rank, sticker, round(float(r.score), 3), round(float(r.prior), 3),
+                     round(float(r.probability), 3), _emotions(r), r.semantic_label or "—", r.ocr or "—",
                      "★" if r.sticker_id == outcome.gold_id else ""])
     return rows
 
@@ -235,8 +237,8 @@ def build_demo(selector: Any, *, sticker_info: dict[str, StickerInfo] | None = N
                                              elem_id="ranking-gallery")
                         table = gr.Dataframe(headers=TABLE_HEADERS, label="Ranking", interactive=False,
                                              wrap=True, max_height=300, elem_id="ranking-table",
-                                             column_widths=["6%", "22%", "9%", "8%", "22%", "15%", "12%",
-                                                            "6%"])
+                                             column_widths=["5%", "18%", "10%", "10%", "8%", "20%", "14%",
+                                                            "9%", "6%"])
                 with gr.Row(elem_id="selected-row"):
                     selected = gr.Dropdown(service.sticker_choices(), value=None, label="Selected sticker",
                                            elem_id="selected-sticker", scale=1)

@@ -3,16 +3,35 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 
 from PIL import Image
 
-__all__ = ["display_tokens", "heatmap_image", "highlighted_value", "normalise_scores"]
+__all__ = ["display_tokens", "font_families", "heatmap_image", "highlighted_value", "normalise_scores"]
 
 _SPEAKERS = {"[speaker1]": "A:", "[speaker2]": "B:"}
 _CJK_FONTS = ["WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans SC",
               "Source Han Sans SC", "Droid Sans Fallback", "SimHei", "Microsoft YaHei", "PingFang SC"]
+_CJK_FONT_FILES = ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+                   "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")  # Debian's packages
 _mpl_lock = threading.Lock()  # pyplot state is global
+
+
+def font_families() -> list[str]:
+    """Font families for the heat map: an installed CJK font first, then DejaVu Sans.
+
+    matplotlib caches the font list once; a CJK font installed after that (e.g. by
+    scripts/setup.sh) is not in it, so known font files are added when no CJK family is found."""
+    from matplotlib import font_manager
+
+    available = {f.name for f in font_manager.fontManager.ttflist}
+    if not available.intersection(_CJK_FONTS):
+        for path in _CJK_FONT_FILES:
+            if os.path.isfile(path):
+                font_manager.fontManager.addfont(path)
+        available = {f.name for f in font_manager.fontManager.ttflist}
+    return [f for f in _CJK_FONTS if f in available] + ["DejaVu Sans"]
 
 
 def display_tokens(pairs: list[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -51,16 +70,13 @@ def heatmap_image(pairs: list[tuple[str, float]], title: str = "", per_row: int 
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib import font_manager
 
     tokens = [(t.strip() or "␣", s) for t, s in display_tokens(pairs)] or [("(no tokens)", 0.0)]
     scores = normalise_scores([s for _, s in tokens])
     signed = any(s < 0 for s in scores)
     n_rows = math.ceil(len(tokens) / per_row)
     with _mpl_lock:
-        available = {f.name for f in font_manager.fontManager.ttflist}
-        families = [f for f in _CJK_FONTS if f in available] + ["DejaVu Sans"]
-        with plt.rc_context({"font.family": families, "axes.unicode_minus": False}):
+        with plt.rc_context({"font.family": font_families(), "axes.unicode_minus": False}):
             fig, ax = plt.subplots(figsize=(min(12, 0.9 * per_row + 1), 0.55 * n_rows + 0.9), dpi=100)
             cmap = plt.get_cmap("RdBu_r" if signed else "Reds")
             grid = [[math.nan] * per_row for _ in range(n_rows)]

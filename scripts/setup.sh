@@ -14,3 +14,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$want" > "$stamp"
 fi
+# The saliency heat map draws Chinese tokens with a CJK font (Debian's fonts-wqy-microhei), when it can be installed.
+if [ ! -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei >/dev/null) \
+    || echo "fonts-wqy-microhei not installed: Chinese tokens in the saliency heat map will show as boxes"
+fi

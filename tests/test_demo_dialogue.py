@@ -1,6 +1,8 @@
 """demo.dialogue: speaker prefixes, alternation, hostile text."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from demo.dialogue import MAX_INPUT_CHARS, MAX_TURNS, parse_dialogue
 
 
@@ -66,3 +68,12 @@ def test_saliency_display_helpers():
     assert highlighted_value([("a", 0.0)]) == [("a", 0.0)]
     image = heatmap_image(pairs, title="t")
     assert image.mode == "RGB" and image.width > 100
+
+
+def test_heat_map_uses_an_installed_cjk_font():
+    from demo.plots import _CJK_FONT_FILES, font_families
+
+    families = font_families()
+    assert families[-1] == "DejaVu Sans"
+    if any(Path(p).is_file() for p in _CJK_FONT_FILES):  # scripts/test.sh installs fonts-wqy-microhei
+        assert len(families) > 1, "a CJK font file is installed but the heat map would not use it"

@@ -1,4 +1,6 @@
 """StickerSelector on a tiny random model: ranking, emotions, semantic labels, saliency, new stickers."""
+import math
+
 import pytest
 from PIL import Image
 
@@ -52,3 +54,21 @@ def test_added_sticker_is_ranked_at_once(selector):
     assert "user-0001" in [r.sticker_id for r in ranked]
     with pytest.raises(ValueError, match="already exists"):
         selector.add_sticker(Sticker("user-0001", None, None, "", ""), image=image)
+
+
+def test_rank_reports_the_prior_share_of_each_score(selector):
+    from core.prior import StickerPrior
+
+    dialogue = ["你好呀", "今天天气真好"]
+    plain = {r.sticker_id: r.score for r in selector.rank(dialogue, semantic_top_k=0)}
+    assert all(r.prior == 0.0 for r in selector.rank(dialogue, semantic_top_k=0))
+    ids = selector.sticker_ids()
+    selector.prior = StickerPrior({ids[0]: 5, ids[1]: 1}, weight=2.0, known=ids)
+    try:
+        ranked = selector.rank(dialogue, semantic_top_k=0)
+    finally:
+        selector.prior = None
+    shares = {r.sticker_id: r.prior for r in ranked}
+    assert shares[ids[0]] == pytest.approx(2.0 * math.log(6)) and shares[ids[2]] == 0.0
+    for r in ranked:
+        assert r.score - r.prior == pytest.approx(plain[r.sticker_id], abs=1e-5)
