@@ -85,25 +85,25 @@ def embedder(name: str, texts_for_vocab: list[str]):
     return lambda texts: sentence_embeddings(model, tokenizer, texts, max_length=128)
 
 
-def embed_all(args, mod, output: Path) -> dict[str, torch.Tensor]:
-    """Sentence embeddings of every split's dialogues and of every sticker (cached in OUTPUT)."""
+def embed_all(args, rows: dict[str, list[dict]], stickers: list, output: Path) -> dict[str, torch.Tensor]:
+    """Sentence embeddings of exactly `rows` (per split, in order) and of `stickers`, cached in OUTPUT
+    under a digest of every text embedded (another data set or option never reuses them)."""
+    import hashlib
+
     from safetensors.torch import load_file, save_file
 
-    ids = [s.sticker_id for s in mod.stickers if s.has_image]
-    rows = {split: mod.split_rows[split] for split in SPLITS}
-    key = f"{args.encoder}-t{args.turns}-{args.sticker_text}-s{args.split_seed}"
-    path = output / f"embeddings-{key}.safetensors"
+    texts = {split: [dialogue_text(r["texts"], args.turns) for r in rows[split]] for split in SPLITS}
+    sticker_texts = [sticker_text(s, args.sticker_text) for s in stickers]
+    digest = hashlib.sha256(json.dumps([args.encoder, texts, sticker_texts], ensure_ascii=False).encode())
+    path = output / f"embeddings-{args.encoder}-{digest.hexdigest()[:16]}.safetensors"
     if path.exists():
         return load_file(str(path))
-    stickers = {s.sticker_id: s for s in mod.stickers}
-    texts = {split: [dialogue_text(r["texts"], args.turns) for r in rows[split]] for split in SPLITS}
-    sticker_texts = [sticker_text(stickers[i], args.sticker_text) for i in ids]
     embed = embedder(args.encoder, [t for v in texts.values() for t in v] + sticker_texts)
     started = time.time()
     tensors = {split: embed(texts[split]) for split in SPLITS}
     tensors["stickers"] = embed(sticker_texts)
-    log.info("embedded %d dialogues and %d stickers in %.0f s", sum(len(v) for v in texts.values()), len(ids),
-             time.time() - started)
+    log.info("embedded %d dialogues and %d stickers in %.0f s", sum(len(v) for v in texts.values()),
+             len(stickers), time.time() - started)
     output.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
     return tensors
@@ -156,10 +156,11 @@ def pick(metrics: dict) -> dict:
 def run(args) -> dict:
     mod = prepare_data(args)
     output = Path(args.output)
-    pool = [s.sticker_id for s in mod.stickers if s.has_image]
+    stickers = [s for s in mod.stickers if s.has_image]
+    pool = [s.sticker_id for s in stickers]
     index = {sid: i for i, sid in enumerate(pool)}
-    vectors = embed_all(args, mod, output)
     rows = {split: [dict(r) for r in mod.split_rows[split] if r["sticker_id"] in index] for split in SPLITS}
+    vectors = embed_all(args, rows, stickers, output)  # row i of vectors[split] is rows[split][i]
     train_gold = [r["sticker_id"] for r in rows["train"]]
     gold_rows = torch.tensor([index[g] for g in train_gold])
     counts: dict[str, int] = {}
