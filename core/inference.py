@@ -29,7 +29,7 @@ MAX_TURNS = 200  # only the most recent turns can fit the model's window anyway
 class RankedSticker:
     sticker_id: str
     rank: int
-    score: float                        # positive-class logit (+ the popularity prior, when the model has one)
+    score: float                        # positive-class logit (+ `text` and `prior`, when the model has them)
     probability: float                  # softmax probability of "matches"
     emotions: list[tuple[str, float]]   # top-3 (emotion name, probability)
     semantic_label: str                 # the OCR text the model reconstructs with the OCR masked
@@ -37,6 +37,7 @@ class RankedSticker:
     name_label: str
     image_path: str | None
     prior: float = 0.0                  # the popularity prior's share of `score` (w * log(1 + count); 0 without one)
+    text: float = 0.0                   # the text scorer's share of `score` (beta * text z-score; 0 without one)
 
 
 def _turns(turns: Sequence[str | Turn]) -> tuple[list[str], list[str]]:
@@ -58,7 +59,8 @@ def _turns(turns: Sequence[str | Turn]) -> tuple[list[str], list[str]]:
 class StickerSelector:
     def __init__(self, model: StickerSelectorModel, tokenizer, stickers: Iterable[Sticker],
                  image_encoder=None, feature_cache_path: str | Path | None = None,
-                 model_version: str = "unversioned", prior=None, part_cache_path: str | Path | None = None):
+                 model_version: str = "unversioned", prior=None, part_cache_path: str | Path | None = None,
+                 text_scorer=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.encoder = PairEncoder(tokenizer, model.config)
@@ -69,6 +71,10 @@ class StickerSelector:
                                                     model.config.semantic_source)
         self.model_version = model_version
         self.prior = prior  # core.prior.StickerPrior or None: score + w * log(1 + training count)
+        self.text_scorer = text_scorer  # core.frozen_text.TextScorer or None: score + beta * text z-score
+        self._text_vectors = None       # (bank size, H): the text scorer's sticker embeddings
+        if text_scorer is not None:
+            self._text_vectors = text_scorer.sticker_vectors([self._stickers[i] for i in self.bank.ids])
         self.device = next(model.parameters()).device
         self.fast = None  # exact one-layer ranking of every sticker (late-interaction models)
         if model.config.late_interaction:
@@ -83,7 +89,9 @@ class StickerSelector:
              feature_cache_path: str | Path | None = None,
              part_cache_path: str | Path | None = None) -> "StickerSelector":
         """checkpoint None: the default model shipped in assets/. The two cache files (image
-        features; sticker parts of a late-interaction model) make later starts faster."""
+        features; sticker parts of a late-interaction model) make later starts faster. A
+        checkpoint's popularity prior and text scorer (train.fit_prior, train.text_scorer) are used."""
+        from .frozen_text import TextScorer
         if checkpoint is None:
             from assets import DEFAULT_MODEL_DIR
 
@@ -92,7 +100,7 @@ class StickerSelector:
         model, tokenizer = load_selector(checkpoint, device=device)
         return cls(model, tokenizer, stickers or [], feature_cache_path=feature_cache_path,
                    model_version=checkpoint_version(checkpoint), prior=StickerPrior.load(checkpoint),
-                   part_cache_path=part_cache_path)
+                   part_cache_path=part_cache_path, text_scorer=TextScorer.load(checkpoint))
 
     @classmethod
     def tiny_random(cls, stickers, seed: int = 0, **overrides) -> "StickerSelector":
@@ -131,8 +139,11 @@ class StickerSelector:
                 raise ValueError(f"sticker {sticker.sticker_id!r} has no image")
             image = load_sticker_image(sticker.image_path)
         feature = self.features.encode([image])[0]
+        text_vector = self.text_scorer.sticker_vectors([sticker]) if self.text_scorer is not None else None
         self.bank.add(sticker.sticker_id, feature, semantic_text(sticker, self.model.config.semantic_source),
                       self.encoder)
+        if text_vector is not None:
+            self._text_vectors = torch.cat([self._text_vectors, text_vector])
         self._stickers[sticker.sticker_id] = sticker
 
     # ranking -------------------------------------------------------------------------------
@@ -216,6 +227,11 @@ class StickerSelector:
         if not rows:
             raise ValueError("no candidate stickers to rank")
         scores, probs, emotions = self._score(context, rows, progress=progress, exhaustive=exhaustive)
+        texts = [0.0] * len(rows)
+        if self.text_scorer is not None:
+            dialogue = self.text_scorer.dialogue_vectors([_turns(turns)[1]])                # (1, H)
+            texts = self.text_scorer.scores(dialogue, self._text_vectors[torch.as_tensor(rows)])[0].tolist()
+            scores = scores + torch.tensor(texts)
         priors = [0.0] * len(rows)
         if self.prior is not None and self.prior.weight:
             ids = [self.bank.ids[r] for r in rows]
@@ -236,13 +252,17 @@ class StickerSelector:
                 sticker_id=sticker.sticker_id, rank=rank, score=float(scores[i]), probability=float(probs[i]),
                 emotions=top3, semantic_label=labels[rank - 1] if rank <= len(labels) else "",
                 ocr=sticker.ocr, name_label=sticker.name_label,
-                image_path=str(sticker.image_path) if sticker.image_path else None, prior=float(priors[i])))
+                image_path=str(sticker.image_path) if sticker.image_path else None, prior=float(priors[i]),
+                text=float(texts[i])))
         return ranked
 
     # saliency ------------------------------------------------------------------------------
     def saliency(self, turns: Sequence[str | Turn], sticker_id: str, method: str = "gradient",
                  n_steps: int = 32, progress: Progress | None = None) -> list[tuple[str, float]]:
         """Per dialogue token importance for the matching score (paper Fig. 3), via Captum.
+
+        It explains the cross-encoder's score, the model's own part of RankedSticker.score
+        (score - text - prior), not the text scorer's or the prior's shares.
 
         method "gradient": L2 norm of d score / d input embedding; "integrated_gradients":
         L2 norm of the Integrated Gradients attribution (baseline: all-[PAD] embeddings).

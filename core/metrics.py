@@ -1,6 +1,7 @@
 """Ranking metrics (R10@k, MRR10, RALL@k, MRRALL), candidate sets, and the popularity floor."""
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter, defaultdict
 from typing import Iterable, Sequence
@@ -80,6 +81,24 @@ def summarize(ranks10: Sequence[int], ranks_all: Sequence[int] | None, gold_ids:
     out["macro_R10@1"] = macro_recall_at_1(ranks10, gold_ids)
     out["n"] = len(ranks10)
     return out
+
+
+def paired_comparison(ranks: Sequence[int], other_ranks: Sequence[int]) -> dict:
+    """How a ranker compares with another on the same samples and candidate sets (e.g. the popularity
+    floor): R@1 hits only one of them has, the exact two-sided sign test on those, and the mean
+    reciprocal-rank difference (x100) with its standard error."""
+    if len(ranks) != len(other_ranks):
+        raise ValueError(f"{len(ranks)} ranks against {len(other_ranks)}")
+    only = sum(r == 1 and o != 1 for r, o in zip(ranks, other_ranks))
+    other_only = sum(o == 1 and r != 1 for r, o in zip(ranks, other_ranks))
+    discordant = only + other_only
+    tail = sum(math.comb(discordant, k) for k in range(min(only, other_only) + 1)) / 2 ** discordant
+    differences = [100.0 * (1.0 / r - 1.0 / o) for r, o in zip(ranks, other_ranks)]
+    n = len(differences)
+    mean = sum(differences) / n if n else float("nan")
+    spread = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1)) if n > 1 else float("nan")
+    return {"R@1_only_this": only, "R@1_only_other": other_only, "R@1_sign_test_p": min(1.0, 2 * tail),
+            "MRR_difference": mean, "MRR_difference_se": spread / math.sqrt(n) if n > 1 else float("nan")}
 
 
 def prediction_diversity(top1_ids: Sequence[str]) -> dict:

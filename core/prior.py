@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 PRIOR_FILE = "sticker_prior.json"
-WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 
 
 @dataclass
@@ -75,8 +75,12 @@ def fit_weight(counts: dict[str, int], candidates: Sequence[Sequence[str]], scor
         total = 0.0
         for cands, row, g in zip(candidates, scores, gold):
             adjusted = prior.adjust(cands, row)
-            mine = adjusted[list(cands).index(g)]
-            total += 1.0 / (1 + sum(1 for a in adjusted if a > mine))
+            gold_index = list(cands).index(g)
+            mine = adjusted[gold_index]
+            higher = sum(1 for a in adjusted if a > mine)
+            tied = sum(1 for i, a in enumerate(adjusted) if a == mine and i != gold_index)
+            # expected reciprocal rank when ties are broken at random (a constant scorer is not perfect)
+            total += sum(1.0 / (1 + higher + k) for k in range(tied + 1)) / (tied + 1)
         mrr[weight] = 100.0 * total / max(len(gold), 1)
     best = max(grid, key=lambda w: (mrr[w], -w))
     return best, mrr

@@ -41,8 +41,8 @@ CSS = """
 .demo-note { color: #555; }
 """
 
-TABLE_HEADERS = ["#", "sticker", "score", "prior", "p", "emotion (top-3)", "semantic label (model)", "OCR text",
-                 "gold"]  # prior: the popularity prior's part of the score
+TABLE_HEADERS = ["#", "sticker", "score", "text", "prior", "p", "emotion (top-3)", "semantic label (model)",
+                 "OCR text", "gold"]  # text / prior: the text scorer's and the popularity prior's parts of the score
 FLAG_HEADERS = ["sticker", "label", "annotator", "model rank", "updated (UTC)"]
 DIALOGUE_PLACEHOLDER = ("One turn per line; optional A:/B: prefixes (甲：/乙： too).\n"
                         "Unprefixed lines alternate speakers; the LAST line is the one the sticker goes with.\n"
@@ -57,6 +57,7 @@ def ranked_to_json(ranked: list[Any]) -> list[dict[str, Any]]:
         "rank": int(r.rank),
         "score": round(float(r.score), 6),
         "prior": round(float(r.prior), 6),
+        "text": round(float(r.text), 6),
         "probability": round(float(r.probability), 6),
         "emotions": [{"emotion": str(name), "probability": round(float(p), 6)} for name, p in r.emotions],
         "semantic_label": str(r.semantic_label),
@@ -114,7 +115,7 @@ def _table(outcome: Any, service: DemoService) -> list[list[Any]]:
     rows = []
     for r in outcome.ranked:
         sticker = f"{r.name_label} · {r.sticker_id}" if r.name_label else r.sticker_id
-        rows.append([r.rank, sticker, round(float(r.score), 3), round(float(r.prior), 3),
+        rows.append([r.rank, sticker, round(float(r.score), 3), round(float(r.text), 3), round(float(r.prior), 3),
                      round(float(r.probability), 3), _emotions(r), r.semantic_label or "—", r.ocr or "—",
                      "★" if r.sticker_id == outcome.gold_id else ""])
     return rows

@@ -56,7 +56,7 @@ def test_rank_all(client, app):
     scores = [r["score"] for r in ranked]
     assert scores == sorted(scores, reverse=True)
     first = ranked[0]
-    assert set(first) >= {"sticker_id", "rank", "score", "prior", "emotions", "semantic_label", "ocr"}
+    assert set(first) >= {"sticker_id", "rank", "score", "text", "prior", "emotions", "semantic_label", "ocr"}
     assert 1 <= len(first["emotions"]) <= 3
     assert all(0.0 <= e["probability"] <= 1.0 for e in first["emotions"])
     assert isinstance(first["semantic_label"], str)

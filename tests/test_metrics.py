@@ -67,3 +67,18 @@ def test_sticker_normalized_removes_base_rates_and_keeps_context_signal():
         sticker_normalized(only_base, [], pool)
     with pytest.raises(ValueError, match="not in the reference pool"):
         sticker_normalized(only_base, reference, pool[:5])(samples[0], ["029"])
+
+
+def test_paired_comparison_on_hand_made_ranks():
+    from core.metrics import paired_comparison
+
+    ranks = [1, 1, 1, 2, 3, 1]
+    other = [2, 1, 5, 1, 3, 4]
+    out = paired_comparison(ranks, other)
+    assert out["R@1_only_this"] == 3 and out["R@1_only_other"] == 1
+    assert out["R@1_sign_test_p"] == pytest.approx(2 * (1 + 4) / 16)  # P(X <= 1), X ~ Bin(4, 1/2), two-sided
+    differences = [100 * (1 / r - 1 / o) for r, o in zip(ranks, other)]
+    assert out["MRR_difference"] == pytest.approx(sum(differences) / 6)
+    assert paired_comparison([1, 2], [1, 2])["R@1_sign_test_p"] == 1.0
+    with pytest.raises(ValueError, match="3 ranks against 2"):
+        paired_comparison([1, 2, 3], [1, 2])

@@ -33,3 +33,10 @@ def test_fit_weight_uses_the_prior_only_when_it_helps():
     assert fit_weight(counts, sets, flat, ["pop"] * 4)[0] > 0  # the popular sticker is right
     anti = [[0.0, 5.0]] * 4
     assert fit_weight(counts, sets, anti, ["rare"] * 4)[0] == 0.0  # the model is right, the prior hurts
+
+
+def test_fit_weight_counts_ties_as_random_not_as_wins():
+    counts = {"a": 1, "b": 1, "c": 1}
+    sets = [["a", "b", "c"]] * 3
+    _, mrr = fit_weight(counts, sets, [[0.0, 0.0, 0.0]] * 3, ["a", "b", "c"], grid=(0.0,))
+    assert mrr[0.0] == pytest.approx(100.0 * (1 + 1 / 2 + 1 / 3) / 3)  # a constant scorer is at chance

@@ -8,6 +8,9 @@ keys for a popularity ranker fitted on the training split of DIR's own dialogues
 "popularity", and per-sticker macro R10@1 under "macro_R10@1". Without --checkpoint it uses
 the default model in assets/. Without --dialogues it scores DIR's easy and hard test splits.
 
+A checkpoint with a text scorer (train.text_scorer) is scored with it; "cross_encoder_alone" then
+gives the selector's own scores. With a prior, "without_prior" gives the scores without it.
+
 --reference-contexts N adds "sticker_normalized": the same metrics on each sticker's scores
 standardised over N training dialogues (core.evaluation.sticker_normalized), a popularity-robust
 view of how much the model reads in the dialogue (chance: R10@1 10, MRR10 29.3).
@@ -35,6 +38,7 @@ from core.checkpoint import load_selector
 from core.data import load_mod, samples_from_file
 from core.evaluation import evaluate, score_candidates, sticker_normalized
 from core.features import PairEncoder
+from core.frozen_text import TextScorer
 from core.image_encoder import FeatureCache, create_image_encoder
 from core.prior import StickerPrior
 from core.sticker_bank import build_sticker_bank
@@ -68,8 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_scorer(model, encoder, bank, batch_size: int, exhaustive: bool = False):
-    """Pair scores; a late-interaction model uses the exact fast path unless `exhaustive`."""
+def text_pair_scorer(text_scorer, stickers: dict):
+    """The text scorer's share of each pair's score (beta * z-score), sticker embeddings cached."""
+    vectors: dict[str, torch.Tensor] = {}
+
+    def score(sample: dict, candidates: list[str]) -> list[float]:
+        missing = [c for c in dict.fromkeys(candidates) if c not in vectors]
+        if missing:
+            vectors.update(zip(missing, text_scorer.sticker_vectors([stickers[c] for c in missing])))
+        dialogue = text_scorer.dialogue_vectors([sample["texts"]])                          # (1, H)
+        return text_scorer.scores(dialogue, torch.stack([vectors[c] for c in candidates]))[0].tolist()
+    return score
+
+
+def make_scorer(model, encoder, bank, batch_size: int, exhaustive: bool = False, text_scorer=None,
+                stickers: dict | None = None):
+    """Pair scores; a late-interaction model uses the exact fast path unless `exhaustive`. With a
+    text scorer (core.frozen_text.TextScorer; `stickers`: id -> Sticker) its share is added."""
+    if text_scorer is not None:
+        cross, text = make_scorer(model, encoder, bank, batch_size, exhaustive), text_pair_scorer(text_scorer, stickers)
+        return lambda sample, candidates: [a + b for a, b in zip(cross(sample, candidates), text(sample, candidates))]
     fast = None
     if model.config.late_interaction and not exhaustive:
         from core.fast_ranking import LateInteractionRanker
@@ -108,7 +130,12 @@ def run(args) -> dict:
     image_encoder = create_image_encoder(model.config.image_encoder)
     cache = FeatureCache(image_encoder, args.feature_cache or default_feature_cache(image_encoder.name))
     bank = build_sticker_bank(mod.stickers, cache, encoder, model.config.semantic_source)
-    raw_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size, args.exhaustive))
+    text = TextScorer.load(args.checkpoint)
+    cross_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size, args.exhaustive))
+    raw_scorer = cross_scorer
+    if text is not None:
+        text_scorer = memoized(text_pair_scorer(text, {s.sticker_id: s for s in mod.stickers}))
+        raw_scorer = lambda s, c: [a + b for a, b in zip(cross_scorer(s, c), text_scorer(s, c))]
     prior = StickerPrior.load(args.checkpoint)
     scorer = raw_scorer if prior is None else (lambda s, c: prior.adjust(c, raw_scorer(s, c)))
     if args.dialogues:
@@ -137,6 +164,11 @@ def run(args) -> dict:
             results[name]["prior_weight"] = prior.weight
             results[name]["without_prior"] = evaluate(raw_scorer, samples, bank.ids, train_gold, seed=args.seed,
                                                       candidates=args.candidates, all_limit=args.all_limit)
+        if text is not None:  # the cross-encoder alone (cached)
+            results[name]["text_weight"] = text.config.weight
+            results[name]["cross_encoder_alone"] = evaluate(cross_scorer, samples, bank.ids, train_gold,
+                                                            seed=args.seed, candidates=args.candidates,
+                                                            all_limit=args.all_limit)
         if normalized is not None:  # also cached raw scores: only the reference dialogues are new
             results[name]["sticker_normalized"] = evaluate(normalized, samples, bank.ids, train_gold, seed=args.seed,
                                                            candidates=args.candidates, all_limit=args.all_limit)

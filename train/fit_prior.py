@@ -2,7 +2,8 @@
 
 Counts come from the training split of DIR (the same split the model was trained on); the
 weight w in `score + w * log(1 + count)` is chosen on the validation split's 10-candidate sets
-(MRR10) and written to CKPT/sticker_prior.json. w = 0 means the prior does not help. Stickers
+(MRR10) and written to CKPT/sticker_prior.json. A text scorer in CKPT (train.text_scorer) is part of the
+scores the weight is fitted on. w = 0 means the prior does not help. Stickers
 held out of training (the hard split's) are not "known": they get the mean log prior (core.prior).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from core.checkpoint import load_selector
 from core.data import load_mod
 from core.features import PairEncoder
+from core.frozen_text import TextScorer
 from core.image_encoder import FeatureCache, create_image_encoder
 from core.metrics import candidate_sets
 from core.prior import StickerPrior, fit_weight
@@ -41,7 +43,8 @@ def main(argv=None) -> dict:
     valid = [dict(r) for r in mod.splits["valid"]]
     gold = [s["sticker_id"] for s in valid]
     sets = candidate_sets(gold, bank.ids, 10, args.seed)
-    scorer = make_scorer(model, encoder, bank, 64)
+    scorer = make_scorer(model, encoder, bank, 64, text_scorer=TextScorer.load(args.checkpoint),
+                         stickers={s.sticker_id: s for s in mod.stickers})
     scores = [scorer(s, c) for s, c in zip(valid, sets)]
     known = [s for s in bank.ids if s not in set(mod.split_info.held_out)]  # the training candidates
     weight, table = fit_weight(counts, sets, scores, gold, known=known)

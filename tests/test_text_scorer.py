@@ -1,0 +1,170 @@
+"""The frozen-text scorer: exact per-sticker normalisation, persistence, use in the selector and the CLIs."""
+import hashlib
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from core.data import Sticker, load_stickers
+from core.frozen_text import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, FrozenTextBilinear, TextScorer,
+                              TextScorerConfig, reference_statistics)
+from core.inference import StickerSelector
+from tests.mini_mod import make_mini_mod
+
+HIDDEN = 16
+
+
+def hashed_encode(texts: list[str]) -> torch.Tensor:
+    """A deterministic stand-in sentence encoder: unit vectors seeded by each text's digest."""
+    rows = []
+    for text in texts:
+        seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+        rows.append(torch.randn(HIDDEN, generator=torch.Generator().manual_seed(seed)))
+    return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+
+def random_scorer(weight: float = 1.5, n_reference: int = 40) -> tuple[TextScorer, torch.Tensor]:
+    torch.manual_seed(0)
+    bilinear = FrozenTextBilinear(HIDDEN, rank=4, temperature=0.1)
+    with torch.no_grad():
+        bilinear.dialogue_map.normal_(0, 0.3)
+        bilinear.sticker_map.normal_(0, 0.3)
+    reference = torch.nn.functional.normalize(torch.randn(n_reference, HIDDEN) + 0.5, dim=-1)
+    mean, covariance = reference_statistics(reference)
+    config = TextScorerConfig(encoder="unused", hidden=HIDDEN, rank=4, temperature=0.1, weight=weight,
+                              reference_dialogues=n_reference)
+    return TextScorer(config, bilinear, mean, covariance, encode=hashed_encode), reference
+
+
+def test_sticker_statistics_are_exact_over_the_reference_dialogues():
+    scorer, reference = random_scorer()
+    stickers = hashed_encode(["再见", "好的", "哈哈", "生气", "开心"])
+    with torch.no_grad():
+        table = scorer.bilinear(reference, stickers)                                  # (R, C)
+    mean, std = scorer.bilinear.sticker_statistics(stickers, scorer.dialogue_mean, scorer.dialogue_covariance)
+    assert torch.allclose(mean, table.mean(0), atol=1e-4)
+    assert torch.allclose(std, table.std(0, unbiased=False), atol=1e-4)
+    z = scorer.z_scores(reference, stickers)  # so the z-scores over the reference are standardised
+    assert torch.allclose(z.mean(0), torch.zeros(5), atol=1e-4)
+    assert torch.allclose(z.std(0, unbiased=False), torch.ones(5), atol=1e-3)
+    assert torch.allclose(scorer.scores(reference, stickers), 1.5 * z)
+
+
+def test_save_and_load_round_trip_and_clear_errors(tmp_path):
+    scorer, reference = random_scorer()
+    assert TextScorer.load(tmp_path) is None  # a folder without a text scorer
+    scorer.save(tmp_path)
+    loaded = TextScorer.load(tmp_path, encode=hashed_encode)
+    assert loaded.config == scorer.config
+    stickers = hashed_encode(["再见", "好的"])
+    assert torch.allclose(loaded.scores(reference, stickers), scorer.scores(reference, stickers))
+    dialogue = loaded.dialogue_vectors([["你好", "今天好累啊"]])
+    assert torch.equal(dialogue, hashed_encode(["今天好累啊"]))  # turns=1: the last turn
+
+    (tmp_path / TEXT_SCORER_WEIGHTS).write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match=TEXT_SCORER_WEIGHTS):
+        TextScorer.load(tmp_path)
+    scorer.save(tmp_path)
+    values = json.loads((tmp_path / TEXT_SCORER_CONFIG).read_text())
+    (tmp_path / TEXT_SCORER_CONFIG).write_text(json.dumps({**values, "bogus": 1}))
+    with pytest.raises(ValueError, match="bogus"):
+        TextScorer.load(tmp_path)
+    (tmp_path / TEXT_SCORER_CONFIG).write_text(json.dumps({**values, "rank": 5}))
+    with pytest.raises(ValueError, match="does not match its config"):
+        TextScorer.load(tmp_path)
+    (tmp_path / TEXT_SCORER_CONFIG).unlink()
+    with pytest.raises(ValueError, match="is missing"):
+        TextScorer.load(tmp_path)
+    with pytest.raises(ValueError, match="sticker_text"):
+        TextScorerConfig(sticker_text="emoji")
+    with pytest.raises(ValueError, match="need"):
+        reference_statistics(torch.zeros(1, HIDDEN))
+
+
+def test_wrong_encoder_size_is_named():
+    scorer, _ = random_scorer()
+    scorer._encode = lambda texts: torch.zeros(len(texts), HIDDEN + 1)
+    with pytest.raises(ValueError, match="hidden size 16"):
+        scorer.dialogue_vectors([["你好"]])
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return make_mini_mod(tmp_path_factory.mktemp("mini") / "mod", n_dialogues=16)
+
+
+def test_selector_adds_the_text_share_to_each_score(mini):
+    selector = StickerSelector.tiny_random(load_stickers(mini))
+    dialogue = ["你好呀", "今天天气真好"]
+    plain = {r.sticker_id: r.score for r in selector.rank(dialogue, semantic_top_k=0)}
+    scorer, _ = random_scorer(weight=2.0)
+    with_text = StickerSelector(selector.model, selector.tokenizer, load_stickers(mini),
+                                image_encoder=selector.image_encoder, text_scorer=scorer)
+    ranked = with_text.rank(dialogue, semantic_top_k=0)
+    ids = [r.sticker_id for r in ranked]
+    stickers = {s.sticker_id: s for s in load_stickers(mini)}
+    expected = scorer.scores(hashed_encode(["今天天气真好"]), scorer.sticker_vectors([stickers[i] for i in ids]))[0]
+    for r, share in zip(ranked, expected.tolist()):
+        assert r.text == pytest.approx(share, abs=1e-5)
+        assert r.score - r.text == pytest.approx(plain[r.sticker_id], abs=1e-4)
+    assert all(a.score >= b.score for a, b in zip(ranked, ranked[1:]))
+    assert len({round(r.text, 4) for r in ranked}) > 1
+
+    with_text.add_sticker(Sticker("user-0001", None, None, "加油", "加油"), image=Image.new("RGB", (32, 32)))
+    added = {r.sticker_id: r for r in with_text.rank(dialogue, semantic_top_k=0)}["user-0001"]
+    new_share = scorer.scores(hashed_encode(["今天天气真好"]), hashed_encode(["加油"]))[0, 0]
+    assert added.text == pytest.approx(float(new_share), abs=1e-5)
+
+
+def test_fit_weights_picks_the_text_weight_only_when_it_helps():
+    from train.text_scorer import fit_weights
+
+    sets = [["a", "b", "c"], ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    gold = ["a", "b", "c", "c"]
+    cross = [[0.0, 0.0, 0.0]] * 4
+    reads = [[1.0 if c == g else 0.0 for c in s] for s, g in zip(sets, gold)]
+    beta, weight, table = fit_weights(cross, reads, sets, gold, {"a": 1, "b": 1, "c": 1}, ["a", "b", "c"])
+    assert beta > 0 and table[0.0][1] < table[beta][1]
+    noise = [[0.0, 0.0, 0.0]] * 4
+    beta, _, _ = fit_weights(reads, noise, sets, gold, {"a": 1, "b": 1, "c": 1}, ["a", "b", "c"])
+    assert beta == 0.0
+
+
+def test_text_scorer_cli_evaluate_load_and_ship(mini, tmp_path):
+    """train.text_scorer on a tiny selector with a tiny sentence encoder given as a local path
+    (the hub-name / local-path route), then train.evaluate, StickerSelector.load and train.ship."""
+    from core.backbone import tiny_backbone
+    from train import evaluate as evaluate_cli
+    from train import ship, text_scorer, trainer
+
+    checkpoint = tmp_path / "run" / "best"
+    trainer.main(["--recipe", "tiny", "--image-encoder", "random_projection:16", "--lexicon", "none",
+                  "--test-candidates", "none", "--data", str(mini), "--output", str(tmp_path / "run"),
+                  "--feature-cache", str(tmp_path / "f.safetensors")])
+    texts = [s.ocr + s.name_label for s in load_stickers(mini)] + ["你好今天天气真好谢谢再见哈哈"]
+    encoder, tokenizer = tiny_backbone(texts, seed=0)
+    encoder.save_pretrained(tmp_path / "encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    result = text_scorer.main(["--checkpoint", str(checkpoint), "--data", str(mini), "--encoder",
+                               str(tmp_path / "encoder"), "--rank", "4", "--epochs", "2", "--text-weight", "0.5",
+                               "--cache-dir", str(tmp_path / "cache"), "--feature-cache", str(tmp_path / "f.safetensors")])
+    assert result["text_weight"] == 0.5 and result["written"]
+    loaded = TextScorer.load(checkpoint)
+    assert loaded.config.weight == 0.5 and loaded.config.hidden == 32 and loaded.config.reference_dialogues > 0
+    assert (checkpoint / "sticker_prior.json").exists()
+
+    metrics = evaluate_cli.main(["--checkpoint", str(checkpoint), "--data", str(mini), "--candidates", "all",
+                                 "--feature-cache", str(tmp_path / "f.safetensors")])
+    for split in ("easy_test", "hard_test"):
+        assert metrics[split]["text_weight"] == 0.5
+        assert {"R10@1", "MRRALL"} <= set(metrics[split]["cross_encoder_alone"])
+        assert {"R@1_sign_test_p", "MRR_difference"} <= set(metrics[split]["vs_popularity_10"])
+
+    selector = StickerSelector.load(checkpoint, stickers=load_stickers(mini), device="cpu",
+                                    feature_cache_path=tmp_path / "f.safetensors")
+    ranked = selector.rank(["你好", "今天天气真好"], semantic_top_k=0)
+    assert selector.text_scorer is not None and any(r.text != 0.0 for r in ranked)
+
+    shipped = ship.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "shipped")])
+    assert TextScorer.load(shipped["output"]).config == loaded.config
