@@ -25,6 +25,7 @@ from core.evaluation import evaluate
 from core.image_encoder import FeatureCache, create_image_encoder
 from core.sticker_bank import StickerBank, build_sticker_bank
 
+from .cli import parse_entry_args
 from .paths import default_feature_cache
 from .trainer import epoch_order, prepare_data
 
@@ -97,10 +98,7 @@ def make_scorer(model: DualEncoder, inputs: DualEncoderInputs, bank: StickerBank
 
 
 def main(argv=None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_entry_args(build_parser(), argv)
     torch.manual_seed(args.seed)
     output = Path(args.output)
     mod = prepare_data(args)

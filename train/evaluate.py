@@ -43,6 +43,7 @@ from core.image_encoder import FeatureCache, create_image_encoder
 from core.prior import StickerPrior
 from core.sticker_bank import build_sticker_bank
 
+from .cli import parse_entry_args
 from .paths import DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache, print_and_write_json
 
 
@@ -194,10 +195,7 @@ def extra_positives_report(extra: ExtraPositives, samples: list[dict]) -> dict:
 
 
 def main(argv=None) -> dict:
-    logging.basicConfig(level=logging.WARNING)
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_entry_args(build_parser(), argv, level=logging.WARNING)
     result = run(args)
     print_and_write_json(result, args.output)
     return result

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import statistics
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ from core.evaluation import evaluate, sticker_normalized
 from core.frozen_text import FrozenTextBilinear, dialogue_text, sentence_encoder, sticker_text
 from core.prior import StickerPrior
 
+from .cli import parse_entry_args
+from .paths import safe_name
 from .trainer import epoch_order, prepare_data
 
 log = logging.getLogger("train.frozen_text")
@@ -88,8 +89,7 @@ def embed_all(args, rows: dict[str, list[dict]], stickers: list, output: Path) -
     texts = {split: [dialogue_text(r["texts"], args.turns) for r in rows[split]] for split in SPLITS}
     sticker_texts = [sticker_text(s, args.sticker_text) for s in stickers]
     digest = hashlib.sha256(json.dumps([args.encoder, texts, sticker_texts], ensure_ascii=False).encode())
-    encoder_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.encoder).strip("_.")[-40:]  # a hub id or a path too
-    path = output / f"embeddings-{encoder_tag}-{digest.hexdigest()[:16]}.safetensors"
+    path = output / f"embeddings-{safe_name(args.encoder)[-40:]}-{digest.hexdigest()[:16]}.safetensors"
     if path.exists():
         return load_file(str(path))
     embed = embedder(args.encoder, [t for v in texts.values() for t in v] + sticker_texts)
@@ -206,10 +206,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_entry_args(build_parser(), argv)
     result = run(args)
     print(json.dumps({"n": result["n"], "mean": result["mean"],
                       "runs_R10@1": result["runs_R10@1"]},

@@ -26,9 +26,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("STICKER_CACHE_DIR", Path.home() / ".cache" / "sticker-selector"))
 
 
+def safe_name(text: str) -> str:
+    """`text` (an encoder name, hub id or path) usable inside a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
 def default_feature_cache(encoder_name: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder_name)
-    return cache_dir() / f"features-{safe}.safetensors"
+    return cache_dir() / f"features-{safe_name(encoder_name)}.safetensors"
 
 
 def print_and_write_json(result: dict, output: str | None) -> str:

@@ -38,6 +38,7 @@ from core.metrics import candidate_sets
 from core.prior import StickerPrior, fit_weight
 from core.sticker_bank import build_sticker_bank
 
+from .cli import parse_entry_args
 from .evaluate import make_scorer
 from .frozen_text import add_text_scorer_options, embed_all, train_once
 from .paths import default_feature_cache
@@ -132,10 +133,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_entry_args(build_parser(), argv)
     result = run(args)
     print(json.dumps(result, indent=2))
     return result

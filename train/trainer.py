@@ -14,9 +14,7 @@ import argparse
 import json
 import logging
 import math
-import os
 import random
-import sys
 import time
 from collections import Counter
 from pathlib import Path
