@@ -57,6 +57,8 @@ __all__ = [
     "UnknownStickerError",
     "UnknownStickerInDataError",
     "build_samples",
+    "convert_dialogue_ids",
+    "early_release_to_official",
     "load_dialogues",
     "load_emotion_dict",
     "load_mod",
@@ -70,7 +72,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
-SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "easy_test", "hard_test")
+SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "valid_hard", "easy_test", "hard_test")
+STICKER_NUMBERINGS: tuple[str, ...] = ("official", "early-release")
 SAMPLE_COLUMNS: tuple[str, ...] = (
     "sample_id", "dialogue_id", "turn_index", "speakers", "texts", "sticker_id", "emotion_id",
 )
@@ -435,8 +438,66 @@ def _parse_dialogue(key: str, raw: object, stickers: StickerSet, path: Path, rep
     return kept
 
 
-def load_dialogues(path: str | Path, stickers: StickerSet, *,
-                   on_error: OnError = "raise") -> tuple[dict[str, list[Turn]], LoadReport]:
+# The early MOD release (github.com/feizc/Dialogue-System data/data.json) numbers stickers with its own
+# map: the official order without the two stickers that have no public image (037, 112), so every later
+# id is shifted. (first early id, last early id, shift to the official id); see the data README.
+EARLY_RELEASE_SHIFTS: tuple[tuple[int, int, int], ...] = ((0, 36, 0), (37, 110, 1), (111, 271, 2))
+
+
+def early_release_to_official(value: object) -> str:
+    """Official sticker id of an early-release id: ``"036"`` -> ``"036"``, ``"037"`` -> ``"038"``,
+    ``"111"`` -> ``"113"``. Raises :class:`UnknownStickerError` for an id the early release never had."""
+    early = int(normalize_sticker_id(value))
+    for first, last, shift in EARLY_RELEASE_SHIFTS:
+        if first <= early <= last:
+            return normalize_sticker_id(early + shift)
+    raise UnknownStickerError(value, f"the early release's numbering (ids 000-{EARLY_RELEASE_SHIFTS[-1][1]:03d})")
+
+
+def _check_numbering(sticker_ids: str) -> None:
+    if sticker_ids not in STICKER_NUMBERINGS:
+        raise ValueError(f"sticker_ids={sticker_ids!r}; expected one of {STICKER_NUMBERINGS}")
+
+
+def convert_dialogue_ids(raw: Mapping[str, Any], sticker_ids: str = "early-release",
+                         source: str = "dialogues") -> dict[str, Any]:
+    """A dialogues file's JSON (official DSTC10 raw format) with every ``img_id`` in the official numbering.
+
+    ``sticker_ids="official"`` returns a copy unchanged. Keys and turns keep their order; an id the
+    numbering does not have raises :class:`UnknownStickerInDataError` naming ``source``, dialogue and turn.
+    """
+    _check_numbering(sticker_ids)
+    if sticker_ids == "official":
+        return {key: list(value) if isinstance(value, list) else value for key, value in raw.items()}
+    return {key: _early_turns(key, value, Path(source), LoadReport(), "raise") for key, value in raw.items()}
+
+
+def _early_turns(key: str, turns: object, path: Path, report: LoadReport, on_error: OnError) -> object:
+    """One dialogue's turns with early-release sticker ids made official (an id the early release
+    cannot have becomes the problem ``unknown_sticker``; the turn keeps its text)."""
+    if not isinstance(turns, list):
+        return turns
+    converted = []
+    for index, turn in enumerate(turns):
+        if isinstance(turn, dict) and turn.get("img_id") not in (None, ""):
+            turn = dict(turn)
+            try:
+                turn["img_id"] = early_release_to_official(turn["img_id"])
+            except UnknownStickerError:
+                where = f"{path}, dialogue {key!r}, turn {index}"
+                if on_error == "raise":
+                    raise UnknownStickerInDataError(
+                        f"{where}: sticker id {turn['img_id']!r} does not exist in the early release's numbering",
+                        turn["img_id"]) from None
+                report.note("unknown_sticker", f"{where}: early-release sticker id {turn['img_id']!r} "
+                            "does not exist; turn kept without its sticker")
+                turn.pop("img_id")
+        converted.append(turn)
+    return converted
+
+
+def load_dialogues(path: str | Path, stickers: StickerSet, *, on_error: OnError = "raise",
+                   sticker_ids: str = "official") -> tuple[dict[str, list[Turn]], LoadReport]:
     """Read a dialogues file in the official DSTC10 raw format.
 
     Args:
@@ -448,18 +509,24 @@ def load_dialogues(path: str | Path, stickers: StickerSet, *,
             ``"skip"`` counts the item in the report and logs it. A turn with an
             unknown sticker keeps its text and loses the sticker; a turn with
             empty text or wrong types is dropped (later turn indices shift).
+        sticker_ids: the file's sticker numbering: ``"official"`` (``img2id.json``'s, the
+            paper's) or ``"early-release"`` (github.com/feizc/Dialogue-System ``data/data.json``,
+            converted with :func:`early_release_to_official`; an id it cannot have is an unknown sticker).
 
     Returns:
         (dialogue id -> turns, report). Malformed JSON always raises
         :class:`DataError` naming the file, line and column.
     """
     _check_on_error(on_error)
+    _check_numbering(sticker_ids)
     path = Path(path)
     raw = _read_json(path, "dialogues")
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected an object mapping dialogue id -> list of turns, "
                         f"got {type(raw).__name__}")
     report = LoadReport()
+    if sticker_ids != "official":
+        raw = {key: _early_turns(key, value, path, report, on_error) for key, value in raw.items()}
     dialogues: dict[str, list[Turn]] = {}
     for key, value in raw.items():
         turns = _parse_dialogue(key, value, stickers, path, report, on_error)
@@ -522,10 +589,10 @@ def _make_sample(dialogue_id: str, turns: Sequence[Turn], index: int, sticker_id
     }
 
 
-def samples_from_file(path: str | Path, stickers: StickerSet,
-                      on_error: OnError = "skip") -> list[dict[str, Any]]:
+def samples_from_file(path: str | Path, stickers: StickerSet, on_error: OnError = "skip",
+                      sticker_ids: str = "official") -> list[dict[str, Any]]:
     """Dialogues file -> sample dicts (e.g. to score an arbitrary dialogue file)."""
-    dialogues, report = load_dialogues(path, stickers, on_error=on_error)
+    dialogues, report = load_dialogues(path, stickers, on_error=on_error, sticker_ids=sticker_ids)
     samples = build_samples(dialogues, stickers, report)
     logger.info("%s: %s", path, report.summary())
     return samples
@@ -575,18 +642,25 @@ class SplitInfo:
     """How :func:`split_samples` split the data."""
 
     seed: int
-    held_out: list[str]
+    held_out: list[str]            # the hard test's stickers
     counts: dict[str, int]
     dialogues: dict[str, int]
     dropped: dict[str, int]
     fractions: dict[str, float]
+    held_out_valid: list[str] = field(default_factory=list)  # valid_hard's stickers
+
+    @property
+    def never_in_train(self) -> list[str]:
+        """Every held-out sticker (hard test and valid_hard): never a target nor a candidate in training."""
+        return sorted(set(self.held_out) | set(self.held_out_valid))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict (JSON-serialisable) form."""
         return asdict(self)
 
 
-def _choose_hard_stickers(freq: Counter[str], fraction: float, rng: random.Random) -> list[str]:
+def _choose_hard_stickers(freq: Counter[str], fraction: float, rng: random.Random,
+                          exclude: Iterable[str] = ()) -> list[str]:
     """Seeded choice of held-out stickers among gold stickers of moderate frequency.
 
     Moderate = used at least twice and not among the most frequent 10% of used
@@ -596,7 +670,7 @@ def _choose_hard_stickers(freq: Counter[str], fraction: float, rng: random.Rando
     if n_hard <= 0:
         return []
     by_freq = sorted(freq, key=lambda s: (-freq[s], s))
-    head = set(by_freq[: max(1, round(0.1 * len(freq)))])
+    head = set(by_freq[: max(1, round(0.1 * len(freq)))]) | set(exclude)
     pool = sorted(s for s in freq if s not in head and freq[s] >= 2)
     if len(pool) < n_hard:  # tiny data: relax to every non-head sticker
         pool = sorted(s for s in freq if s not in head)
@@ -633,25 +707,33 @@ def _to_dataset_dict(parts: Mapping[str, list[dict[str, Any]]]) -> DatasetDict:
 
 
 def split_samples(samples: Sequence[Mapping[str, Any]], *, seed: int = 0, valid_fraction: float = 0.1,
-                  test_fraction: float = 0.1,
-                  hard_sticker_fraction: float = 0.1) -> tuple[DatasetDict, SplitInfo]:
+                  test_fraction: float = 0.1, hard_sticker_fraction: float = 0.1,
+                  valid_hard_sticker_fraction: float | None = None) -> tuple[DatasetDict, SplitInfo]:
     """:func:`split_sample_rows` as a ``datasets.DatasetDict``."""
     parts, info = split_sample_rows(samples, seed=seed, valid_fraction=valid_fraction,
-                                    test_fraction=test_fraction, hard_sticker_fraction=hard_sticker_fraction)
+                                    test_fraction=test_fraction, hard_sticker_fraction=hard_sticker_fraction,
+                                    valid_hard_sticker_fraction=valid_hard_sticker_fraction)
     return _to_dataset_dict(parts), info
 
 
 def split_sample_rows(samples: Sequence[Mapping[str, Any]], *, seed: int = 0, valid_fraction: float = 0.1,
-                      test_fraction: float = 0.1, hard_sticker_fraction: float = 0.1
+                      test_fraction: float = 0.1, hard_sticker_fraction: float = 0.1,
+                      valid_hard_sticker_fraction: float | None = None
                       ) -> tuple[dict[str, list[dict[str, Any]]], SplitInfo]:
-    """Deterministic split by dialogue into train / valid / easy_test / hard_test (sample dicts).
+    """Deterministic split by dialogue into train / valid / valid_hard / easy_test / hard_test.
 
-    1. Held-out ("hard") stickers: ``round(hard_sticker_fraction * n_used)``
+    1. Held-out stickers of the hard test: ``round(hard_sticker_fraction * n_used)``
        gold stickers drawn by ``seed`` among those used at least twice and
-       outside the 10% most used (see :func:`_choose_hard_stickers`).
-    2. Every dialogue with a held-out sticker as a sample target leaves the
+       outside the 10% most used (see :func:`_choose_hard_stickers`); then, from
+       the same pool minus those, the held-out stickers of ``valid_hard``
+       (``valid_hard_sticker_fraction``, default = ``hard_sticker_fraction``):
+       stickers never seen in training that model selection can use, disjoint
+       from the hard test's.
+    2. Every dialogue with a hard-test sticker as a sample target leaves the
        train pool; its held-out-gold samples form ``hard_test``, its other
-       samples are dropped (counted as ``"hard_dialogue_other"``).
+       samples are dropped (counted as ``"hard_dialogue_other"``). Then the same
+       for the remaining dialogues with a valid_hard sticker (``valid_hard``,
+       ``"valid_hard_dialogue_other"``).
     3. The remaining dialogues are shuffled by ``seed`` and cut into valid
        (``valid_fraction``), easy_test (``test_fraction``) and train (the rest),
        fractions of the remaining dialogues.
@@ -659,37 +741,47 @@ def split_sample_rows(samples: Sequence[Mapping[str, Any]], *, seed: int = 0, va
        train (dropped ones counted as ``"valid_unseen_gold"`` / ``"easy_test_unseen_gold"``).
 
     Guarantees (asserted): no held-out sticker is a target in train, valid or
-    easy_test; no dialogue is in two of train, valid, easy_test, hard_test.
+    easy_test; no dialogue is in two splits.
     """
     rng = random.Random(seed)
     freq = Counter(s["sticker_id"] for s in samples)
     held_out = _choose_hard_stickers(freq, hard_sticker_fraction, rng)
-    hard = set(held_out)
+    valid_fraction_hard = hard_sticker_fraction if valid_hard_sticker_fraction is None else valid_hard_sticker_fraction
+    held_out_valid = _choose_hard_stickers(freq, valid_fraction_hard, random.Random(f"{seed}/valid_hard"),
+                                           exclude=held_out)
+    hard, hard_valid = set(held_out), set(held_out_valid)
     hard_dialogues = {s["dialogue_id"] for s in samples if s["sticker_id"] in hard}
-    rest = sorted({s["dialogue_id"] for s in samples} - hard_dialogues)
+    valid_hard_dialogues = {s["dialogue_id"] for s in samples if s["sticker_id"] in hard_valid} - hard_dialogues
+    rest = sorted({s["dialogue_id"] for s in samples} - hard_dialogues - valid_hard_dialogues)
     groups = _split_dialogue_ids(rest, valid_fraction, test_fraction, rng)
     groups["hard_test"] = hard_dialogues
-    parts, dropped = _assign_samples(samples, groups, hard)
-    _check_split(parts, hard)
+    groups["valid_hard"] = valid_hard_dialogues
+    parts, dropped = _assign_samples(samples, groups, {"hard_test": hard, "valid_hard": hard_valid})
+    _check_split(parts, hard | hard_valid)
     info = SplitInfo(
         seed=seed, held_out=held_out,
         counts={name: len(parts[name]) for name in SPLIT_NAMES},
         dialogues={name: len({s["dialogue_id"] for s in parts[name]}) for name in SPLIT_NAMES},
         dropped=dropped,
-        fractions={"valid": valid_fraction, "test": test_fraction, "hard_sticker": hard_sticker_fraction},
+        fractions={"valid": valid_fraction, "test": test_fraction, "hard_sticker": hard_sticker_fraction,
+                   "valid_hard_sticker": valid_fraction_hard},
+        held_out_valid=held_out_valid,
     )
     return parts, info
 
 
 def _assign_samples(samples: Sequence[Mapping[str, Any]], groups: Mapping[str, set[str]],
-                    hard: set[str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
-    """Put each sample into its dialogue's split, applying the gold filters."""
+                    held_out: Mapping[str, set[str]]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """Put each sample into its dialogue's split, applying the gold filters (``held_out``: split ->
+    the held-out stickers whose samples it keeps)."""
     split_of = {d: name for name, ids in groups.items() for d in ids}
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLIT_NAMES}
     for sample in samples:
         parts[split_of[sample["dialogue_id"]]].append(dict(sample))
-    dropped = {"hard_dialogue_other": sum(s["sticker_id"] not in hard for s in parts["hard_test"])}
-    parts["hard_test"] = [s for s in parts["hard_test"] if s["sticker_id"] in hard]
+    dropped = {}
+    for name, stickers in held_out.items():
+        dropped[f"{name.replace('_test', '')}_dialogue_other"] = sum(s["sticker_id"] not in stickers for s in parts[name])
+        parts[name] = [s for s in parts[name] if s["sticker_id"] in stickers]
     seen = {s["sticker_id"] for s in parts["train"]}
     for name in ("valid", "easy_test"):
         kept = [s for s in parts[name] if s["sticker_id"] in seen]
@@ -765,7 +857,8 @@ def _apply_emotions(data_dir: Path, stickers: StickerSet, samples: list[dict[str
 
 
 def load_mod(data_dir: str | Path, *, dialogues_path: str | Path | None = None, seed: int = 0,
-             lexicon_path: str | Path | None = None, on_error: OnError = "skip") -> ModData:
+             lexicon_path: str | Path | None = None, on_error: OnError = "skip",
+             sticker_ids: str = "official") -> ModData:
     """Load a MOD data directory end to end: stickers, dialogues, samples, emotions, splits.
 
     Args:
@@ -775,11 +868,13 @@ def load_mod(data_dir: str | Path, *, dialogues_path: str | Path | None = None, 
         lexicon_path: DUTIR lexicon ``.xlsx``; used only when the samples carry no
             ``emotion_id``.
         on_error: see :func:`load_dialogues`.
+        sticker_ids: the dialogues' sticker numbering, ``"official"`` or ``"early-release"``
+            (see :func:`load_dialogues`).
     """
     data_dir = Path(data_dir)
     stickers = load_stickers(data_dir)
     path = Path(dialogues_path) if dialogues_path is not None else data_dir / DIALOGUES_FILE
-    dialogues, report = load_dialogues(path, stickers, on_error=on_error)
+    dialogues, report = load_dialogues(path, stickers, on_error=on_error, sticker_ids=sticker_ids)
     samples = build_samples(dialogues, stickers, report)
     labels, names, source = _apply_emotions(data_dir, stickers, samples, lexicon_path)
     splits, info = split_sample_rows(samples, seed=seed)

@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     scorer = make_scorer(model, encoder, bank, 64, text_scorer=TextScorer.load(args.checkpoint),
                          stickers={s.sticker_id: s for s in mod.stickers})
     scores = [scorer(s, c) for s, c in zip(valid, sets)]
-    known = [s for s in bank.ids if s not in set(mod.split_info.held_out)]  # the training candidates
+    known = [s for s in bank.ids if s not in set(mod.split_info.never_in_train)]  # the training candidates
     weight, table = fit_weight(counts, sets, scores, gold, known=known)
     StickerPrior(counts, weight, known).save(args.checkpoint)
     result = {"weight": weight, "valid_MRR10_by_weight": table, "n_valid": len(valid)}

@@ -166,7 +166,7 @@ def run(args) -> dict:
         scorers = [scorer_for(model, vectors[split], rows[split], vectors["stickers"], index) for split in SPLITS]
         raw = combined(scorers, [rows[split] for split in SPLITS])
         normalized = sticker_normalized(raw, rows["train"], pool)
-        held_out = set(mod.split_info.held_out)  # as train.fit_prior: the rest were training candidates
+        held_out = set(mod.split_info.never_in_train)  # as train.fit_prior: the rest were training candidates
         prior = StickerPrior(counts, known=[sid for sid in pool if sid not in held_out])
         valid_mrr = {}
         for weight in PRIOR_GRID:

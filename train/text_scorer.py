@@ -116,7 +116,7 @@ def run(args) -> dict:
             cross_scores.append(cross(valid[i], candidates))
             text_scores.append(text_table[i, [index[c] for c in candidates]].tolist())
     counts = dict(Counter(train_gold))
-    known = [s for s in pool if s not in set(mod.split_info.held_out)]  # the training candidates
+    known = [s for s in pool if s not in set(mod.split_info.never_in_train)]  # the training candidates
     betas = BETA_GRID if args.text_weight is None else (args.text_weight,)
     beta, weight, table = fit_weights(cross_scores, text_scores, sets, gold, counts, known, betas)
     if beta > 0:

@@ -214,7 +214,7 @@ def main(argv=None) -> dict:
     model, tokenizer = build_model(args, mod, image_encoder.feature_dim)
     encoder = PairEncoder(tokenizer, model.config)
     bank = build_sticker_bank(mod.stickers, cache, encoder, model.config.semantic_source, mod.emotion_labels)
-    held_out = set(mod.split_info.held_out)
+    held_out = set(mod.split_info.never_in_train)
     train = [dict(r) for r in mod.splits["train"]]
     if args.max_train_samples:
         train = train[: args.max_train_samples]
