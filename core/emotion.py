@@ -56,26 +56,64 @@ The sticker's name label (file name minus extension and trailing digits, e.g.
 ``好困2.gif`` -> ``好困``) is labelled first; only when it matches no lexicon
 word is the OCR text labelled instead. A sticker matching nothing in either
 gets no label (absent from the result).
+
+Hand labels (:func:`apply_hand_labels`)
+---------------------------------------
+The lexicon misreads many stickers (迷茫 with OCR "迷茫 害怕 无辜 委屈" came out
+as 恶; 厉害 "awesome" as 惧; 安静! "quiet!" as 好). Every one of the 307 MOD
+stickers was therefore read once by hand against its image, name and OCR
+text, and given one of the 7 classes or ``null`` (no clear emotion). The
+table is :data:`HAND_LABELS_PATH` (``core/emotion_hand_labels.json``: sticker
+id -> file name, label, optional note). By default
+:func:`sticker_emotion_labels` computes the lexicon labels and then applies
+the table on top: a hand label replaces the lexicon's, ``null`` removes it.
+An entry applies only when both the sticker id and the sticker's file name
+match the table, so a data folder with other stickers (or another numbering)
+keeps its plain lexicon labels. ``hand_labels=False`` gives the raw lexicon
+labels.
+
+Conventions of the hand pass: 好 covers approval, agreement, praise,
+affection, thanks, encouragement, comfort, wishes and friendly greetings or
+farewells (bare acknowledgements such as 收到, 了解 get none); 乐 covers
+laughter, delight, playfulness and smug self-satisfaction (得意, 骄傲);
+恶 covers contempt, mockery, sarcasm, annoyance, exasperation (无语),
+disbelief (不信) and dismissive refusals; 惧 follows DUTIR in holding shyness
+and embarrassment (羞) as well as fear and nervousness; 哀 covers crying,
+loneliness, despair, remorse, helplessness and tiredness (as
+:data:`STICKER_SUPPLEMENT` does); 惊 covers shock, awe, puzzlement and
+curiosity. Stickers whose expression fits no class (serious, calm, neutral
+statements, questions, jokes without affect) get none.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import unicodedata
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 __all__ = [
     "EMOTION_CLASSES",
     "EMOTION_GLOSSES",
+    "HAND_LABELS_PATH",
     "MINOR_TO_MAJOR",
     "STICKER_SUPPLEMENT",
+    "HandLabel",
+    "HandLabelError",
     "LexiconError",
+    "apply_hand_labels",
     "class_distribution",
     "label_text",
+    "load_hand_labels",
     "load_lexicon",
     "sticker_emotion_labels",
     "text_class_scores",
 ]
+
+logger = logging.getLogger(__name__)
 
 EMOTION_CLASSES: list[str] = ["乐", "好", "怒", "哀", "惧", "恶", "惊"]
 """The 7 DUTIR major emotion classes; a label is an index into this list."""
@@ -255,23 +293,153 @@ def label_text(text: str, lexicon: Lexicon, *, max_len: int | None = None) -> in
     return max(range(len(scores)), key=lambda k: (scores[k], -k))
 
 
-def sticker_emotion_labels(stickers: Iterable[_StickerLike], lexicon: Lexicon) -> dict[str, int]:
-    """Sticker id -> major emotion class index, from name label first, else OCR text.
+def sticker_emotion_labels(stickers: Iterable[_StickerLike], lexicon: Lexicon, *,
+                           hand_labels: bool | Mapping[str, HandLabel] = True) -> dict[str, int]:
+    """Sticker id -> major emotion class index: lexicon labels, then the hand table on top.
 
-    Stickers whose name label and OCR text both match no lexicon word are
-    absent from the result.
+    The lexicon labels a sticker by its name label first, else its OCR text;
+    stickers matching no lexicon word get no lexicon label. With
+    ``hand_labels=True`` (the default) the hand table :data:`HAND_LABELS_PATH`
+    is then applied by :func:`apply_hand_labels` (only to stickers whose id
+    and file name both match it); ``False`` returns the raw lexicon labels; a
+    mapping (as from :func:`load_hand_labels`) is applied instead of the
+    default table. Stickers with no label are absent from the result.
     """
-    if not lexicon:
-        return {}
-    max_len = max(map(len, lexicon))
+    stickers = list(stickers)
     labels: dict[str, int] = {}
+    if lexicon:
+        max_len = max(map(len, lexicon))
+        for sticker in stickers:
+            label = label_text(sticker.name_label, lexicon, max_len=max_len)
+            if label is None:
+                label = label_text(sticker.ocr, lexicon, max_len=max_len)
+            if label is not None:
+                labels[sticker.sticker_id] = label
+    if hand_labels is False:
+        return labels
+    table = None if hand_labels is True else hand_labels
+    return apply_hand_labels(labels, stickers, table)
+
+
+# --------------------------------------------------------------------------- hand labels
+
+HAND_LABELS_PATH = Path(__file__).with_name("emotion_hand_labels.json")
+"""The hand-read label table of the MOD stickers (see the module docstring)."""
+
+
+class HandLabelError(ValueError):
+    """The hand label table cannot be read or is malformed."""
+
+
+@dataclass(frozen=True)
+class HandLabel:
+    """One hand-table entry: the sticker's file name and its class index (None: no label)."""
+
+    file_name: str
+    label: int | None
+    note: str = ""
+
+
+def _canonical_id(sticker_id: object) -> str:
+    """Zero-padded form of a numeric sticker id ("37" -> "037"); other ids unchanged."""
+    text = str(sticker_id).strip()
+    return f"{int(text):03d}" if text.isdigit() else text
+
+
+def _canonical_name(file_name: object) -> str:
+    return unicodedata.normalize("NFC", str(file_name).strip())
+
+
+def _hand_entry(key: object, raw: object, path: Path) -> tuple[str, HandLabel]:
+    """Validate one ``"id": {"file", "label", "note"?}`` entry of the table."""
+    where = f"{path}: sticker {key!r}"
+    if not isinstance(key, str) or not key.strip().isdigit():
+        raise HandLabelError(f"{where}: sticker ids must be digit strings")
+    if not isinstance(raw, dict) or set(raw) - {"file", "label", "note"}:
+        raise HandLabelError(f"{where}: expected an object with keys file, label and optional note, got {raw!r}")
+    file_name, label, note = raw.get("file"), raw.get("label"), raw.get("note", "")
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise HandLabelError(f"{where}: missing file name")
+    if "label" not in raw or (label is not None and label not in EMOTION_CLASSES):
+        raise HandLabelError(f"{where}: label must be one of {EMOTION_CLASSES} or null, got {label!r}")
+    if not isinstance(note, str):
+        raise HandLabelError(f"{where}: note must be text")
+    index = None if label is None else EMOTION_CLASSES.index(label)
+    return _canonical_id(key), HandLabel(_canonical_name(file_name), index, note)
+
+
+def load_hand_labels(path: str | Path | None = None) -> dict[str, HandLabel]:
+    """Read a hand label table (default :data:`HAND_LABELS_PATH`).
+
+    The file is ``{"classes": [the 7 classes], "stickers": {"000": {"file":
+    "我不管.gif", "label": "恶" or null, "note": "..."}, ...}}``.
+
+    Returns:
+        zero-padded sticker id -> :class:`HandLabel`.
+
+    Raises:
+        HandLabelError: the file is missing, not JSON, lists other classes,
+            or has a malformed or duplicate entry.
+    """
+    path = HAND_LABELS_PATH if path is None else Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HandLabelError(f"{path}: cannot read hand label table ({exc})") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("stickers"), dict):
+        raise HandLabelError(f'{path}: expected an object with a "stickers" object')
+    if raw.get("classes", EMOTION_CLASSES) != EMOTION_CLASSES:
+        raise HandLabelError(f"{path}: classes {raw.get('classes')!r} differ from {EMOTION_CLASSES}")
+    table: dict[str, HandLabel] = {}
+    for key, entry in raw["stickers"].items():
+        sticker_id, hand = _hand_entry(key, entry, path)
+        if sticker_id in table:
+            raise HandLabelError(f"{path}: sticker {sticker_id} listed twice")
+        table[sticker_id] = hand
+    return table
+
+
+def apply_hand_labels(labels: Mapping[str, int], stickers: Iterable[_StickerLike],
+                      table: Mapping[str, HandLabel] | None = None) -> dict[str, int]:
+    """Labels with the hand table applied on top (a new dict; ``labels`` is not changed).
+
+    For each sticker whose id is in the table *and* whose ``file_name`` equals
+    the table's file name (Unicode-normalised), the hand label replaces the
+    given label, or removes it when the hand label is None. Stickers whose
+    file name differs (another data folder, another numbering) or that have no
+    ``file_name`` keep their given label.
+
+    Args:
+        labels: sticker id -> class index (e.g. the lexicon labels).
+        stickers: the stickers the labels belong to.
+        table: id -> :class:`HandLabel`; default :func:`load_hand_labels` ().
+    """
+    table = load_hand_labels() if table is None else table
+    stickers = list(stickers)
+    result = dict(labels)
+    changed = added = removed = mismatched = 0
     for sticker in stickers:
-        label = label_text(sticker.name_label, lexicon, max_len=max_len)
-        if label is None:
-            label = label_text(sticker.ocr, lexicon, max_len=max_len)
-        if label is not None:
-            labels[sticker.sticker_id] = label
-    return labels
+        entry = table.get(_canonical_id(sticker.sticker_id))
+        if entry is None:
+            continue
+        file_name = getattr(sticker, "file_name", None)
+        if file_name is None or _canonical_name(file_name) != entry.file_name:
+            mismatched += 1
+            continue
+        before = result.get(sticker.sticker_id)
+        if entry.label is None:
+            result.pop(sticker.sticker_id, None)
+        else:
+            result[sticker.sticker_id] = entry.label
+        changed += before is not None and entry.label is not None and before != entry.label
+        added += before is None and entry.label is not None
+        removed += before is not None and entry.label is None
+    if mismatched:
+        logger.info("hand emotion labels: %d stickers have another file name than the table's; "
+                    "their lexicon labels are kept", mismatched)
+    logger.info("hand emotion labels: %d changed, %d added, %d removed; %d of %d stickers labelled",
+                changed, added, removed, len(result), len(stickers))
+    return result
 
 
 def class_distribution(labels: Mapping[str, int]) -> dict[str, int]:
