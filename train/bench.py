@@ -41,6 +41,7 @@ from core.inference import StickerSelector
 from core.objective import MultitaskObjective
 from core.sticker_bank import build_sticker_bank
 
+from .cli import add_sticker_ids_argument, dialogue_numberings
 from .paths import (DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache, default_lexicon,
                     print_and_write_json, REPO)
 
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="folder with stickers/, img2id.json, ocr.json (default ../shared/data/mod)")
     p.add_argument("--dialogues", help="MOD-format dialogue file (default: DIR's easy + hard test splits)")
+    add_sticker_ids_argument(p, applies_to="the --dialogues file when one is given (DIR/dialogues.json, read "
+                                           "for the split, is then official), else to DIR/dialogues.json")
     p.add_argument("--n", type=int, default=60, help="dialogues to time (default 60)")
     p.add_argument("--output", help="write the JSON here too")
     p.add_argument("--checkpoint", default=str(DEFAULT_MODEL_DIR))
@@ -178,7 +181,8 @@ def bench_training(checkpoint: str, mod, cache, steps: int, batch_size: int, see
 COLD_START_TIMEOUT_S = 180
 
 
-def demo_start(checkpoint: str, data_dir: Path, feature_cache: str) -> tuple[float, float]:
+def demo_start(checkpoint: str, data_dir: Path, feature_cache: str,
+               sticker_ids: str = "official") -> tuple[float, float]:
     """(seconds until the page is served, until the first /rank answer) of a new `python -m demo`."""
     import tempfile
 
@@ -194,7 +198,7 @@ def demo_start(checkpoint: str, data_dir: Path, feature_cache: str) -> tuple[flo
         process = subprocess.Popen(
             [sys.executable, "-m", "demo", "--port", str(port), "--checkpoint", checkpoint, "--data", str(data_dir),
              "--annotations", "off", "--user-stickers", "off", "--ocr", "off",
-             "--feature-cache", feature_cache],
+             "--feature-cache", feature_cache, "--sticker-ids", sticker_ids],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}/"
@@ -211,15 +215,16 @@ def demo_start(checkpoint: str, data_dir: Path, feature_cache: str) -> tuple[flo
     return served, first
 
 
-def bench_cold_start(checkpoint: str, data_dir: Path, feature_cache: str, runs: int = 3) -> dict:
+def bench_cold_start(checkpoint: str, data_dir: Path, feature_cache: str, runs: int = 3,
+                     sticker_ids: str = "official") -> dict:
     """The demo's cold start: a new process until its first /rank answer, `runs` times with the
     caches it keeps in runs/demo between starts already filled by this run (the median is
     `cold_start_s`), and once with empty caches (its very first start on a machine)."""
     import tempfile
 
-    starts = [demo_start(checkpoint, data_dir, feature_cache) for _ in range(runs)]
+    starts = [demo_start(checkpoint, data_dir, feature_cache, sticker_ids) for _ in range(runs)]
     with tempfile.TemporaryDirectory() as tmp:
-        _, first_ever = demo_start(checkpoint, data_dir, str(Path(tmp) / "features.safetensors"))
+        _, first_ever = demo_start(checkpoint, data_dir, str(Path(tmp) / "features.safetensors"), sticker_ids)
     return {"cold_start_s": statistics.median(f for _, f in starts),
             "cold_start_page_s": statistics.median(s for s, _ in starts),
             "cold_start_runs_s": [round(f, 2) for _, f in starts],
@@ -230,7 +235,9 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     data_dir = Path(args.data) if args.data else default_data_dir()
     lexicon = default_lexicon()
-    mod = load_mod(data_dir, lexicon_path=lexicon if lexicon and Path(lexicon).exists() else None)
+    split_ids, file_ids = dialogue_numberings(args)
+    mod = load_mod(data_dir, lexicon_path=lexicon if lexicon and Path(lexicon).exists() else None,
+                   sticker_ids=split_ids)
     feature_cache = args.feature_cache or str(default_feature_cache(SelectorConfig.load(
         Path(args.checkpoint) / "config.json").image_encoder))
     start = time.perf_counter()
@@ -239,7 +246,7 @@ def run(args) -> dict:
                                     part_cache_path=part_cache_beside(feature_cache))  # the demo's caches, filled
     load_s = time.perf_counter() - start
     if args.dialogues:
-        samples = samples_from_file(args.dialogues, mod.stickers)
+        samples = samples_from_file(args.dialogues, mod.stickers, sticker_ids=file_ids)
     else:
         samples = [dict(r) for split in ("easy_test", "hard_test") for r in mod.splits[split]]
     samples = [s for s in samples if s["sticker_id"] in selector.bank.index]
@@ -254,7 +261,8 @@ def run(args) -> dict:
         result.update(bench_training(args.checkpoint, mod, selector.features, args.train_steps,
                                      args.batch_size, args.seed))
     if args.cold_start:
-        result.update(bench_cold_start(str(args.checkpoint), data_dir, feature_cache, args.cold_start_runs))
+        result.update(bench_cold_start(str(args.checkpoint), data_dir, feature_cache, args.cold_start_runs,
+                                       sticker_ids=split_ids))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return result
 

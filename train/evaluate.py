@@ -1,6 +1,7 @@
 """`python -m train.evaluate`: score every sample of a MOD-format dialogue file.
 
     python -m train.evaluate --checkpoint CKPT --data DIR [--dialogues FILE]
+                             [--sticker-ids official|early-release]
                              [--candidates 10|all] [--seed S] [--output FILE.json]
 
 Prints JSON: R10@1, R10@2, R10@5, MRR10, RALL@1, RALL@2, RALL@5, MRRALL (x100), n, the same
@@ -43,7 +44,7 @@ from core.image_encoder import FeatureCache, create_image_encoder
 from core.prior import StickerPrior
 from core.sticker_bank import build_sticker_bank
 
-from .cli import parse_entry_args
+from .cli import add_sticker_ids_argument, dialogue_numberings, parse_entry_args
 from .paths import DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache, print_and_write_json
 
 
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=str(DEFAULT_MODEL_DIR), help="model folder (default: assets/)")
     p.add_argument("--data", help="folder with stickers/, img2id.json, ocr.json (default ../shared/data/mod)")
     p.add_argument("--dialogues", help="MOD-format dialogue file; every sample in it is scored")
+    add_sticker_ids_argument(p, applies_to="the --dialogues file when one is given (DIR/dialogues.json, read "
+                                           "for the split, is then official), else to DIR/dialogues.json")
     p.add_argument("--candidates", choices=["10", "all"], default="all")
     p.add_argument("--seed", type=int, default=0, help="fixes the 10-candidate sets")
     p.add_argument("--split-seed", type=int, default=0, help="split of DIR's dialogues (popularity fit)")
@@ -130,7 +133,9 @@ def run(args) -> dict:
     data_dir = Path(args.data) if args.data else default_data_dir()
     model, tokenizer = load_selector(args.checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
     encoder = PairEncoder(tokenizer, model.config)
-    mod = load_mod(data_dir, seed=args.split_seed)  # the training split fits the popularity floor
+    split_ids, file_ids = dialogue_numberings(args)
+    # the training split fits the popularity floor
+    mod = load_mod(data_dir, seed=args.split_seed, sticker_ids=split_ids)
     train_gold = [r["sticker_id"] for r in mod.splits["train"]]
     image_encoder = create_image_encoder(model.config.image_encoder)
     cache = FeatureCache(image_encoder, args.feature_cache or default_feature_cache(image_encoder.name))
@@ -143,7 +148,7 @@ def run(args) -> dict:
     prior = StickerPrior.load(args.checkpoint)
     scorer = raw_scorer if prior is None else (lambda s, c: prior.adjust(c, raw_scorer(s, c)))
     if args.dialogues:
-        named = {"dialogues": samples_from_file(args.dialogues, mod.stickers)}
+        named = {"dialogues": samples_from_file(args.dialogues, mod.stickers, sticker_ids=file_ids)}
     else:
         named = {split: [dict(r) for r in mod.splits[split]] for split in ("easy_test", "hard_test")}
     extra = load_extra_positives(args.extra_positives) if args.extra_positives else None

@@ -22,20 +22,27 @@ from core.metrics import candidate_sets
 from core.prior import StickerPrior, fit_weight
 from core.sticker_bank import build_sticker_bank
 
+from .cli import add_sticker_ids_argument
 from .evaluate import make_scorer
 from .paths import default_data_dir, default_feature_cache
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.fit_prior", description=__doc__)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data")
+    add_sticker_ids_argument(p, applies_to="DIR/dialogues.json (the numbering the checkpoint was trained with)")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=1, help="seed of the validation candidate sets")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
     model, tokenizer = load_selector(args.checkpoint)
     encoder = PairEncoder(tokenizer, model.config)
-    mod = load_mod(Path(args.data) if args.data else default_data_dir(), seed=args.split_seed)
+    mod = load_mod(Path(args.data) if args.data else default_data_dir(), seed=args.split_seed,
+                   sticker_ids=args.sticker_ids)
     image_encoder = create_image_encoder(model.config.image_encoder)
     bank = build_sticker_bank(mod.stickers, FeatureCache(image_encoder, default_feature_cache(image_encoder.name)),
                               encoder, model.config.semantic_source)

@@ -29,7 +29,7 @@ from core.evaluation import evaluate, sticker_normalized
 from core.frozen_text import FrozenTextBilinear, dialogue_text, sentence_encoder, sticker_text
 from core.prior import StickerPrior
 
-from .cli import parse_entry_args
+from .cli import add_sticker_ids_argument, parse_entry_args
 from .paths import safe_name
 from .trainer import epoch_order, prepare_data
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data")
     p.add_argument("--dialogues")
+    add_sticker_ids_argument(p)
     p.add_argument("--lexicon", default="none")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--output", default="runs/frozen_text")

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from . import baseline, mlm_warmup, trainer
+from .cli import add_sticker_ids_argument
 
 PAPER = {  # Table 1, full model and CLIP baseline (x100); None where the paper gives no number
     "paper: CLIP": {"easy": {"R10@1": 38.44}, "hard": {"R10@1": 32.81}},
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default="runs/report")
     p.add_argument("--data")
+    add_sticker_ids_argument(p, applies_to="every run's DIR/dialogues.json (passed to each run)")
     p.add_argument("--recipe", default="cpu")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--all-limit", type=int, default=80,
@@ -65,14 +67,15 @@ def run_one(name: str, args) -> dict:
     results = out / "results.json"
     if args.reuse and results.exists():
         return json.loads(results.read_text())
-    common = ["--output", str(out), "--epochs", str(args.epochs)] + (["--data", args.data] if args.data else [])
+    data = (["--data", args.data] if args.data else []) + ["--sticker-ids", args.sticker_ids]
+    common = ["--output", str(out), "--epochs", str(args.epochs)] + data
     if name == "dual-encoder":
         baseline.main(common + ["--test-candidates", "all"] + args.extra)
     elif name == "full+mlm-warmup":
         warm = Path(args.output) / "mlm_warmup"
         if not (args.reuse and (warm / "warmup.json").exists()):
             mlm_warmup.main(["--output", str(warm), "--steps", str(args.warmup_steps), "--recipe", args.recipe]
-                            + (["--data", args.data] if args.data else []))
+                            + data)
         trainer.main(common + ["--recipe", args.recipe, "--preset", "full", "--test-candidates", "all",
                                "--test-all-limit", str(args.all_limit), "--init-from", str(warm)] + args.extra)
     elif name == "full+late+in-batch":  # the shipped model's recipe (late interaction, in-batch match loss)

@@ -38,7 +38,7 @@ from core.metrics import candidate_sets
 from core.prior import StickerPrior, fit_weight
 from core.sticker_bank import build_sticker_bank
 
-from .cli import parse_entry_args
+from .cli import add_sticker_ids_argument, parse_entry_args
 from .evaluate import make_scorer
 from .frozen_text import add_text_scorer_options, embed_all, train_once
 from .paths import default_feature_cache
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="selector folder; the text scorer is written into it")
     p.add_argument("--data")
     p.add_argument("--dialogues")
+    add_sticker_ids_argument(p)
     p.add_argument("--lexicon", default="none")
     p.add_argument("--split-seed", type=int, default=0, help="must be the split the selector was trained on")
     p.add_argument("--seed", type=int, default=0, help="training seed of the bilinear map")
