@@ -13,13 +13,17 @@ from core import emotion
 from core.data import (
     SAMPLE_COLUMNS,
     SPLIT_NAMES,
+    STICKER_NUMBERINGS,
     DataError,
     LoadReport,
     Sticker,
     StickerSet,
     Turn,
     UnknownStickerError,
+    UnknownStickerInDataError,
     build_samples,
+    convert_dialogue_ids,
+    early_release_to_official,
     load_dialogues,
     load_emotion_dict,
     load_mod,
@@ -250,21 +254,86 @@ def test_load_emotion_dict_orientations(tmp_path: Path) -> None:
         load_emotion_dict(dup)
 
 
+# --------------------------------------------------------------------------- sticker numberings
+
+
+def test_early_release_to_official_boundaries() -> None:
+    assert STICKER_NUMBERINGS == ("official", "early-release")
+    cases = {"000": "000", "036": "036", "037": "038", "110": "111", "111": "113", "271": "273"}
+    for early, official in cases.items():
+        assert early_release_to_official(early) == official
+    assert early_release_to_official(37) == early_release_to_official("37") == "038"
+    converted = {early_release_to_official(k) for k in range(272)}
+    assert len(converted) == 272 and not {"037", "112"} & converted and max(converted) == "273"
+    for bad in ("272", 300, "abc", -1):
+        with pytest.raises(UnknownStickerError):
+            early_release_to_official(bad)
+
+
+def test_load_dialogues_early_release(tmp_path: Path) -> None:
+    stickers = StickerSet(_sticker(f"{k:03d}") for k in range(274))
+    path = _write_dialogues(tmp_path / "early.json", {
+        "dialogue 1": [_turn(1, "你好", "036"), _turn(2, "嗯", "37"), _turn(1, "好的", 111), _turn(2, "哈哈")],
+        "dialogue 2": [_turn(1, "看", "272"), _turn(2, "再见", "271")]})
+    with pytest.raises(UnknownStickerInDataError, match=r"early\.json, dialogue 'dialogue 2', turn 0.*'272'"):
+        load_dialogues(path, stickers, sticker_ids="early-release")
+    dialogues, report = load_dialogues(path, stickers, on_error="skip", sticker_ids="early-release")
+    assert [t.sticker_id for t in dialogues["dialogue 1"]] == ["036", "038", "113", None]
+    assert [(t.text, t.sticker_id) for t in dialogues["dialogue 2"]] == [("看", None), ("再见", "273")]
+    assert report.skipped == {"unknown_sticker": 1} and "272" in report.messages[0]
+    official, _ = load_dialogues(path, stickers, sticker_ids="official")  # 272 exists in the official numbering
+    assert [t.sticker_id for t in official["dialogue 1"]] == ["036", "037", "111", None]
+    samples = samples_from_file(path, stickers, sticker_ids="early-release")
+    assert [s["sticker_id"] for s in samples] == ["038", "113", "273"]
+    with pytest.raises(ValueError, match="sticker_ids"):
+        load_dialogues(path, stickers, sticker_ids="upstream")
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    with pytest.raises(UnknownStickerInDataError, match="'272'"):
+        convert_dialogue_ids(raw)
+    del raw["dialogue 2"]
+    assert [t.get("img_id") for t in convert_dialogue_ids(raw)["dialogue 1"]] == ["036", "038", "113", None]
+    assert convert_dialogue_ids(raw, "official") == raw
+
+
+@needs_real_mod
+def test_real_upstream_file_converts_to_the_official_one() -> None:
+    upstream = json.loads((REAL_MOD / "dialogues_upstream.json").read_text(encoding="utf-8"))
+    official = json.loads((REAL_MOD / "dialogues.json").read_text(encoding="utf-8"))
+    converted = convert_dialogue_ids(upstream, "early-release")
+    assert converted == official and list(converted) == list(official)
+    assert upstream != official  # the files differ in their ids only
+
+
+@needs_real_mod
+def test_real_load_mod_early_release_equals_official(real) -> None:
+    early = load_mod(REAL_MOD, dialogues_path=REAL_MOD / "dialogues_upstream.json", sticker_ids="early-release")
+    assert early.samples == real.samples
+    assert early.split_info == real.split_info
+    assert early.split_rows == real.split_rows
+    assert early.report.summary() == real.report.summary()
+    as_official = load_mod(REAL_MOD, dialogues_path=REAL_MOD / "dialogues_upstream.json")  # the old mistake
+    assert as_official.report.skipped["sticker_without_image"] == 6  # early 112 read as official 112
+
+
 # --------------------------------------------------------------------------- splits
 
 
 def _check_split_guarantees(splits, info) -> None:
-    hard = set(info.held_out)
+    assert SPLIT_NAMES == ("train", "valid", "valid_hard", "easy_test", "hard_test")
+    hard, valid_hard = set(info.held_out), set(info.held_out_valid)
+    assert not hard & valid_hard  # the hard test's stickers are not model selection's
+    assert set(info.never_in_train) == hard | valid_hard
     dialogue_sets = {name: set(splits[name]["dialogue_id"]) for name in SPLIT_NAMES}
     for i, a in enumerate(SPLIT_NAMES):
         for b in SPLIT_NAMES[i + 1:]:
             assert not dialogue_sets[a] & dialogue_sets[b], (a, b)
     train_gold = set(splits["train"]["sticker_id"])
     for name in ("train", "valid", "easy_test"):
-        assert not set(splits[name]["sticker_id"]) & hard, name
+        assert not set(splits[name]["sticker_id"]) & (hard | valid_hard), name
     for name in ("valid", "easy_test"):
         assert set(splits[name]["sticker_id"]) <= train_gold
     assert set(splits["hard_test"]["sticker_id"]) <= hard
+    assert set(splits["valid_hard"]["sticker_id"]) <= valid_hard
     assert {name: len(splits[name]) for name in SPLIT_NAMES} == info.counts
     for name in SPLIT_NAMES:
         assert tuple(splits[name].column_names) == SAMPLE_COLUMNS
@@ -282,10 +351,15 @@ def test_split_mini_deterministic_and_leak_free(tmp_path: Path) -> None:
         assert splits[name]["sample_id"] == again[name]["sample_id"]
     _check_split_guarantees(splits, info)
     assert info.held_out and len(splits["hard_test"]) > 0 and len(splits["train"]) > 0
+    assert info.held_out_valid and len(splits["valid_hard"]) > 0
     assert sum(info.counts.values()) + sum(info.dropped.values()) == len(samples)
     none, none_info = split_samples(samples, seed=3, hard_sticker_fraction=0.0)
     assert none_info.held_out == [] and len(none["hard_test"]) == 0
+    assert none_info.held_out_valid == [] and len(none["valid_hard"]) == 0
     _check_split_guarantees(none, none_info)
+    only_hard, only_hard_info = split_samples(samples, seed=3, valid_hard_sticker_fraction=0.0)
+    assert only_hard_info.held_out == info.held_out and only_hard_info.held_out_valid == []
+    _check_split_guarantees(only_hard, only_hard_info)
 
 
 def test_load_mod_mini_end_to_end(mini: Path) -> None:
@@ -415,13 +489,18 @@ def test_real_stickers(real) -> None:
 
 
 def test_real_samples(real) -> None:
+    """Official ids (data README, "Sticker ids"): no dialogue uses 037 or 112 (the stickers the early release
+    left out), so no sample is skipped for a gold sticker without image; ids run up to 273."""
     assert len(real.dialogues) == 818 == real.report.dialogues
-    assert len(real.samples) == 3013 - real.report.skipped["sticker_without_image"]
-    assert real.report.skipped["sticker_without_image"] == 6
+    assert len(real.samples) == 3013 == real.report.samples
+    assert "sticker_without_image" not in real.report.skipped
     assert real.report.skipped["first_turn_sticker"] == 380
     assert not {"unknown_sticker", "empty_text", "bad_turn"} & set(real.report.skipped)
+    used = {t.sticker_id for turns in real.dialogues.values() for t in turns if t.sticker_id}
+    assert sum(t.sticker_id is not None for turns in real.dialogues.values() for t in turns) == 3013 + 380
+    assert "037" not in used and "112" not in used and max(used) == "273"
     targets = {s["sticker_id"] for s in real.samples}
-    assert "112" not in targets and not any(int(t) >= 272 for t in targets)
+    assert len(targets) == 232 and "112" not in targets and not any(int(t) >= 274 for t in targets)
     assert len({s["sample_id"] for s in real.samples}) == len(real.samples)
 
 
@@ -429,9 +508,9 @@ def test_real_split_seed0(real) -> None:
     info = real.split_info
     _check_split_guarantees(real.splits, info)
     n_used = len({s["sticker_id"] for s in real.samples})
-    assert len(info.held_out) == round(0.1 * n_used)
-    assert 150 <= info.counts["hard_test"] <= 300
-    assert info.counts["train"] > 1500 and info.counts["valid"] > 150 and info.counts["easy_test"] > 150
+    assert len(info.held_out) == round(0.1 * n_used) == len(info.held_out_valid)
+    assert 150 <= info.counts["hard_test"] <= 300 and 100 <= info.counts["valid_hard"] <= 300
+    assert info.counts["train"] > 1200 and info.counts["valid"] > 150 and info.counts["easy_test"] > 150
     assert sum(info.counts.values()) + sum(info.dropped.values()) == len(real.samples)
     _, other = split_samples(real.samples, seed=1)
     assert other.held_out != info.held_out

@@ -211,7 +211,7 @@ def training_export(mod, tmp_path_factory):
     """An export with flags on training samples (kept / skipped for each reason) and on test ones."""
     from train.trainer import extra_positive_samples  # noqa: F401 - the function under test exists
 
-    held_out = set(mod.split_info.held_out)
+    held_out = set(mod.split_info.never_in_train)  # the hard test's and valid_hard's stickers
     train = [dict(r) for r in mod.splits["train"]]
     outside = {ExtraPositives.sample_hash(s) for s in mod.samples
                if s["dialogue_id"] not in {t["dialogue_id"] for t in train}}
