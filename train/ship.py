@@ -2,7 +2,7 @@
 
 Writes CKPT's weights as fp16 safetensors (about half the size), its config, tokenizer and
 training_info.json into assets/default_model (or --output), replacing what is there in one atomic
-step, copies sticker_prior.json and the text scorer files when CKPT has them, then loads the
+step, copies sticker_prior.json and the text scorer's files (its fine-tuned encoder layers too) when CKPT has them, then loads the
 result back to check it.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from core.checkpoint import load_selector, save_selector
-from core.frozen_text import TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TextScorer
+from core.frozen_text import TextScorer
 from core.prior import PRIOR_FILE
 
 from .paths import DEFAULT_MODEL_DIR
@@ -32,7 +32,8 @@ def main(argv=None) -> dict:
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
     info["shipped_from"] = str(source)
     out = save_selector(args.output, model, tokenizer, info, dtype=torch.float16)
-    for name in (PRIOR_FILE, TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS):
+    text = TextScorer.load(source)
+    for name in [PRIOR_FILE] + ([] if text is None else text.file_names()):
         if (source / name).exists():
             shutil.copyfile(source / name, Path(out) / name)
     load_selector(out)  # fails loudly if the written folder does not load
