@@ -82,6 +82,18 @@ class FrozenTextBilinear(nn.Module):
         return F.cross_entropy(self(dialogues, stickers[distinct]), target)
 
 
+def sticker_prototypes(dialogues: torch.Tensor, gold: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+    """Each gold sticker's prototype: the normalised mean of the dialogue vectors (N, H) whose gold it is.
+    Returns (sticker ids, (K, H))."""
+    if len(gold) != dialogues.shape[0]:
+        raise ValueError(f"{len(gold)} gold stickers for {dialogues.shape[0]} dialogue vectors")
+    ids = sorted(set(gold))
+    row = {sid: i for i, sid in enumerate(ids)}
+    sums = torch.zeros(len(ids), dialogues.shape[1]).index_add_(0, torch.tensor([row[g] for g in gold]),
+                                                                 dialogues.float())
+    return ids, F.normalize(sums, dim=-1)
+
+
 def reference_statistics(dialogues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (H,) and population covariance (H, H) of reference dialogue embeddings (R, H)."""
     if dialogues.ndim != 2 or dialogues.shape[0] < 2:
@@ -129,10 +141,15 @@ class TextScorerConfig:
     weight: float = 1.0            # the z-score's weight in the selector's score
     reference_dialogues: int = 0   # how many dialogues the normalisation statistics summarise
     tuned_layers: str = ""         # file (in the checkpoint folder) of the encoder's fine-tuned layers; "" = frozen
+    raw_weight: float = 0.0        # weight of the plain cosine (not standardised) in the selector's score
+    cross_weight: float = 1.0      # weight of the selector's cross-encoder score beside this scorer
+    prototype_ids: list[str] = dataclasses.field(default_factory=list)  # stickers that have a prototype
 
     def __post_init__(self) -> None:
         if self.sticker_text not in STICKER_TEXTS:
             raise ValueError(f"sticker_text={self.sticker_text!r}; expected one of {STICKER_TEXTS}")
+        if len(set(self.prototype_ids)) != len(self.prototype_ids):
+            raise ValueError("prototype_ids has duplicates")
         for name in ("max_length", "turns", "hidden", "rank"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected a positive integer")
@@ -162,11 +179,28 @@ def zero_shot_text_scorer(reference_dialogues: Sequence[Sequence[str]], encoder:
 
 
 class TextScorer:
-    """Weighted z-scores of the frozen-text bilinear score, for a selector to add to its own."""
+    """What the dialogue says about each sticker, for a selector to add to its own score:
+
+        raw_weight * cos(d, s) + weight * z(d, m_s)
+
+    d, s: the sentence vectors of the dialogue's last turn(s) and of the sticker's text; m_s the
+    sticker's *prototype* when it has one (the normalised mean vector of the training dialogues
+    whose gold it was: what the dialogues that chose it look like), else its (bilinear-mapped)
+    text vector; z standardises d . m_s per sticker over the reference dialogues, exactly (see
+    sticker_statistics). A sticker seen in training is thus read through the dialogues that chose
+    it, one never seen (held out, or added in the demo) through its text, each on the same
+    standardised scale, with no term that favours either kind."""
 
     def __init__(self, config: TextScorerConfig, bilinear: FrozenTextBilinear, dialogue_mean: torch.Tensor,
-                 dialogue_covariance: torch.Tensor, encode: Encode | None = None, directory: str | Path | None = None):
+                 dialogue_covariance: torch.Tensor, encode: Encode | None = None, directory: str | Path | None = None,
+                 prototypes: torch.Tensor | None = None):
         hidden = config.hidden
+        prototypes = torch.zeros(0, hidden) if prototypes is None else prototypes.float()
+        if tuple(prototypes.shape) != (len(config.prototype_ids), hidden):
+            raise ValueError(f"prototypes of shape {tuple(prototypes.shape)} for {len(config.prototype_ids)} "
+                             f"prototype_ids; expected ({len(config.prototype_ids)}, {hidden})")
+        self.prototypes = prototypes
+        self._prototype_row = {sid: i for i, sid in enumerate(config.prototype_ids)}
         if tuple(dialogue_mean.shape) != (hidden,) or tuple(dialogue_covariance.shape) != (hidden, hidden):
             raise ValueError(f"reference statistics of shapes {tuple(dialogue_mean.shape)} and "
                              f"{tuple(dialogue_covariance.shape)}; expected ({hidden},) and ({hidden}, {hidden})")
@@ -200,15 +234,35 @@ class TextScorer:
             return torch.zeros(0, self.config.hidden)
         return self.encode([sticker_text(s, self.config.sticker_text) for s in stickers])
 
-    @torch.no_grad()
-    def z_scores(self, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor) -> torch.Tensor:
-        """(B, H), (C, H) -> (B, C): each sticker's score standardised over the reference dialogues."""
-        mean, std = self.bilinear.sticker_statistics(sticker_vectors, self.dialogue_mean, self.dialogue_covariance)
-        return (self.bilinear(dialogue_vectors, sticker_vectors) - mean) / std
+    def matched_vectors(self, sticker_vectors: torch.Tensor, sticker_ids: Sequence[str] | None = None) -> torch.Tensor:
+        """m_s: each sticker's prototype when it has one, else its mapped text vector. (C, H)."""
+        matched = self.bilinear.mapped_stickers(sticker_vectors.float())                      # (C, H)
+        rows = [(i, self._prototype_row[sid]) for i, sid in enumerate(sticker_ids or ()) if sid in self._prototype_row]
+        if rows:
+            at, proto = zip(*rows)
+            matched = matched.clone()
+            matched[list(at)] = self.prototypes[list(proto)]
+        return matched
 
-    def scores(self, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor) -> torch.Tensor:
-        """The weighted z-scores the selector adds to its own scores: (B, C)."""
-        return self.config.weight * self.z_scores(dialogue_vectors, sticker_vectors)
+    @torch.no_grad()
+    def z_scores(self, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor,
+                 sticker_ids: Sequence[str] | None = None) -> torch.Tensor:
+        """(B, H), (C, H) -> (B, C): each sticker's score d . m_s standardised over the reference dialogues
+        (the same as standardising the bilinear score when no sticker has a prototype)."""
+        matched = self.matched_vectors(sticker_vectors, sticker_ids)                          # (C, H)
+        mean = matched @ self.dialogue_mean                                                    # (C,)
+        variance = ((matched @ self.dialogue_covariance) * matched).sum(-1)
+        std = variance.clamp(min=0.0).sqrt().clamp(min=1e-6 * self.bilinear.temperature)
+        return (dialogue_vectors.float() @ matched.t() - mean) / std
+
+    @torch.no_grad()
+    def scores(self, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor,
+               sticker_ids: Sequence[str] | None = None) -> torch.Tensor:
+        """What the selector adds to its own (cross_weight-scaled) scores: (B, C)."""
+        scores = self.config.weight * self.z_scores(dialogue_vectors, sticker_vectors, sticker_ids)
+        if self.config.raw_weight:
+            scores = scores + self.config.raw_weight * (dialogue_vectors.float() @ sticker_vectors.float().t())
+        return scores
 
     # persistence ------------------------------------------------------------------------------
     def file_names(self) -> list[str]:
@@ -220,7 +274,8 @@ class TextScorer:
 
         directory = Path(directory)
         tensors = {"dialogue_map": self.bilinear.dialogue_map, "sticker_map": self.bilinear.sticker_map,
-                   "dialogue_mean": self.dialogue_mean, "dialogue_covariance": self.dialogue_covariance}
+                   "dialogue_mean": self.dialogue_mean, "dialogue_covariance": self.dialogue_covariance,
+                   "prototypes": self.prototypes}
         weights = directory / TEXT_SCORER_WEIGHTS
         save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, str(weights.with_suffix(".tmp")))
         weights.with_suffix(".tmp").chmod(0o644)  # safetensors writes 0600; a model folder is meant to be shared
@@ -249,8 +304,10 @@ class TextScorer:
             tensors = load_file(str(weights_path))
         except Exception as error:  # safetensors raises its own error types
             raise ValueError(f"{weights_path} is corrupt or unreadable: {error}") from error
+        tensors.setdefault("prototypes", torch.zeros(0, config.hidden))  # written before prototypes existed
         expected = {"dialogue_map": (config.hidden, config.rank), "sticker_map": (config.hidden, config.rank),
-                    "dialogue_mean": (config.hidden,), "dialogue_covariance": (config.hidden, config.hidden)}
+                    "dialogue_mean": (config.hidden,), "dialogue_covariance": (config.hidden, config.hidden),
+                    "prototypes": (len(config.prototype_ids), config.hidden)}
         wrong = {k: tuple(tensors[k].shape) if k in tensors else None for k in expected
                  if k not in tensors or tuple(tensors[k].shape) != expected[k]}
         if wrong:
@@ -259,4 +316,5 @@ class TextScorer:
         with torch.no_grad():
             bilinear.dialogue_map.copy_(tensors["dialogue_map"])
             bilinear.sticker_map.copy_(tensors["sticker_map"])
-        return cls(config, bilinear, tensors["dialogue_mean"], tensors["dialogue_covariance"], encode, directory)
+        return cls(config, bilinear, tensors["dialogue_mean"], tensors["dialogue_covariance"], encode, directory,
+                   tensors["prototypes"])

@@ -230,8 +230,9 @@ class StickerSelector:
         texts = [0.0] * len(rows)
         if self.text_scorer is not None:
             dialogue = self.text_scorer.dialogue_vectors([_turns(turns)[1]])                # (1, H)
-            texts = self.text_scorer.scores(dialogue, self._text_vectors[torch.as_tensor(rows)])[0].tolist()
-            scores = scores + torch.tensor(texts)
+            texts = self.text_scorer.scores(dialogue, self._text_vectors[torch.as_tensor(rows)],
+                                            [self.bank.ids[r] for r in rows])[0].tolist()
+            scores = self.text_scorer.config.cross_weight * scores + torch.tensor(texts)
         priors = [0.0] * len(rows)
         if self.prior is not None and self.prior.weight:
             ids = [self.bank.ids[r] for r in rows]

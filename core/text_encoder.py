@@ -187,7 +187,7 @@ def finetune(model: SentenceModel, dialogue_texts: Sequence[str], gold: Sequence
             schedule.step()
             step += 1
             if progress is not None:
-                progress(step, steps, float(loss))
+                progress(step, steps, loss.item())
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()

@@ -117,33 +117,69 @@ def test_selector_adds_the_text_share_to_each_score(mini):
     assert added.text == pytest.approx(float(new_share), abs=1e-5)
 
 
+def parts(cross, text, gold, prior=None):
+    """fit_weights' input for candidate sets whose rows are given as lists."""
+    zeros = [[0.0] * len(row) for row in cross]
+    return {"gold": torch.tensor(gold), "cross": torch.tensor(cross), "text_z": torch.tensor(text),
+            "text_raw": torch.tensor(zeros), "prior": torch.tensor(prior or zeros)}
+
+
 def test_fit_weights_picks_the_text_weight_only_when_it_helps():
     from train.text_scorer import fit_weights
 
-    sets = [["a", "b", "c"], ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
-    gold = ["a", "b", "c", "c"]
+    gold = [0, 1, 2, 2]
     cross = [[0.0, 0.0, 0.0]] * 4
-    reads = [[1.0 if c == g else 0.0 for c in s] for s, g in zip(sets, gold)]
-    part = lambda c, t: {"valid": {"cross": c, "text": t, "sets": sets, "gold": gold}}  # noqa: E731
-    beta, weight, table = fit_weights(part(cross, reads), {"a": 1, "b": 1, "c": 1}, ["a", "b", "c"])
-    assert beta > 0 and table[0.0][1] < table[beta][1]
+    reads = [[1.0 if c == g else 0.0 for c in range(3)] for g in gold]
+    weights, fit = fit_weights({"valid": parts(cross, reads, gold)})
+    assert weights["text_z"] > 0 and fit["MRR10"]["valid"] == pytest.approx(100.0)
     noise = [[0.0, 0.0, 0.0]] * 4
-    beta, _, _ = fit_weights(part(reads, noise), {"a": 1, "b": 1, "c": 1}, ["a", "b", "c"])
-    assert beta == 0.0
+    weights, _ = fit_weights({"valid": parts(reads, noise, gold)})
+    assert weights["text_z"] == 0.0 and weights["cross"] > 0
 
 
 def test_fit_weights_averages_seen_and_held_out_validation():
     """A prior that helps on seen stickers but buries held-out ones is not chosen at full weight."""
     from train.text_scorer import fit_weights
 
-    counts, known = {"a": 9, "b": 1}, ["a", "b"]
-    seen = {"cross": [[0.0, 0.0]] * 2, "text": [[0.0, 0.0]] * 2, "sets": [["a", "b"]] * 2, "gold": ["a", "a"]}
-    held_out = {"cross": [[0.0, 0.0]] * 2, "text": [[0.0, 1.0]] * 2, "sets": [["a", "z"]] * 2, "gold": ["z", "z"]}
-    beta, weight, table = fit_weights({"valid": seen, "valid_hard": held_out}, counts, known)
-    assert beta > 0 and set(table[beta][2]) == {"valid", "valid_hard"}
-    assert table[beta][2]["valid_hard"] == pytest.approx(100.0)   # the unseen gold still ranks first
-    only_seen, _, _ = fit_weights({"valid": seen}, counts, known)
-    assert only_seen == 0.0
+    log_prior = [[2.3, 0.7]] * 2   # the popular seen sticker first, then the mean prior of an unknown one
+    seen = parts([[0.0, 0.0]] * 2, [[0.0, 0.0]] * 2, [0, 0], log_prior)
+    held_out = parts([[0.0, 0.0]] * 2, [[0.0, 1.0]] * 2, [1, 1], log_prior)
+    weights, fit = fit_weights({"valid": seen, "valid_hard": held_out})
+    assert weights["text_z"] > 0 and set(fit["MRR10"]) == {"valid", "valid_hard"}
+    assert fit["MRR10"]["valid_hard"] == pytest.approx(100.0)   # the unseen gold still ranks first
+    only_seen, _ = fit_weights({"valid": seen})
+    assert only_seen["prior"] > 0
+
+
+def test_expected_reciprocal_rank_breaks_ties_at_random():
+    from train.text_scorer import expected_reciprocal_rank
+
+    scores = torch.tensor([[1.0, 1.0, 1.0], [3.0, 2.0, 1.0], [0.0, 5.0, 5.0]])
+    err = expected_reciprocal_rank(scores, torch.tensor([0, 2, 1]))
+    assert float(err) == pytest.approx(((1 + 1 / 2 + 1 / 3) / 3 + 1 / 3 + (1 + 1 / 2) / 2) / 3, abs=1e-9)
+
+
+def test_prototypes_replace_text_vectors_of_seen_stickers_only():
+    from core.frozen_text import sticker_prototypes
+
+    dialogues = hashed_encode(["早上好", "早安", "晚安啦", "睡了"])
+    ids, prototypes = sticker_prototypes(dialogues, ["001", "001", "002", "002"])
+    assert ids == ["001", "002"]
+    assert torch.allclose(prototypes[0], torch.nn.functional.normalize(dialogues[:2].sum(0), dim=0), atol=1e-6)
+    scorer, reference = random_scorer()
+    config = TextScorerConfig(**{**scorer.config.__dict__, "prototype_ids": ids})
+    with_prototypes = TextScorer(config, scorer.bilinear, scorer.dialogue_mean, scorer.dialogue_covariance,
+                                 encode=hashed_encode, prototypes=prototypes)
+    stickers = hashed_encode(["早上好", "晚安", "新的"])
+    z = with_prototypes.z_scores(reference, stickers, ["001", "002", "999"])               # (R, 3)
+    plain = scorer.z_scores(reference, stickers)
+    assert torch.allclose(z[:, 2], plain[:, 2], atol=1e-5)      # no prototype: read through its text
+    expected = (reference @ prototypes.t() - prototypes @ scorer.dialogue_mean) / (reference @ prototypes.t()).std(
+        0, unbiased=False)
+    assert torch.allclose(z[:, :2], expected, atol=1e-3)         # exact standardisation over the reference
+    assert torch.allclose(z.mean(0), torch.zeros(3), atol=1e-4)
+    with pytest.raises(ValueError, match="prototypes of shape"):
+        TextScorer(config, scorer.bilinear, scorer.dialogue_mean, scorer.dialogue_covariance, prototypes=prototypes[:1])
 
 
 def test_text_scorer_cli_evaluate_load_and_ship(mini, tmp_path):
@@ -164,7 +200,7 @@ def test_text_scorer_cli_evaluate_load_and_ship(mini, tmp_path):
     result = text_scorer.main(["--checkpoint", str(checkpoint), "--data", str(mini), "--encoder",
                                str(tmp_path / "encoder"), "--rank", "4", "--epochs", "2", "--text-weight", "0.5",
                                "--cache-dir", str(tmp_path / "cache"), "--feature-cache", str(tmp_path / "f.safetensors")])
-    assert result["text_weight"] == 0.5 and result["written"]
+    assert result["weights"]["text_z"] == 0.5 and result["written"]
     loaded = TextScorer.load(checkpoint)
     assert loaded.config.weight == 0.5 and loaded.config.hidden == 32 and loaded.config.reference_dialogues > 0
     assert (checkpoint / "sticker_prior.json").exists()
@@ -192,6 +228,7 @@ def test_text_scorer_cli_evaluate_load_and_ship(mini, tmp_path):
     assert result["fine_tuned"] and (checkpoint / "text_encoder.safetensors").is_file()
     tuned = TextScorer.load(checkpoint)
     assert tuned.config.tuned_layers == "text_encoder.safetensors"
+    assert tuned.config.prototype_ids and tuned.prototypes.shape == (len(tuned.config.prototype_ids), 32)
     selector = StickerSelector.load(checkpoint, stickers=load_stickers(mini), device="cpu",
                                     feature_cache_path=tmp_path / "f.safetensors")
     assert any(r.text != 0.0 for r in selector.rank(["你好", "今天天气真好"], semantic_top_k=0))

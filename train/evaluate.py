@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def summed(first, second):
-    """The pair scorer whose scores are first's plus second's."""
-    return lambda sample, candidates: [a + b for a, b in zip(first(sample, candidates), second(sample, candidates))]
+def summed(first, second, first_weight: float = 1.0):
+    """The pair scorer whose scores are first_weight * first's plus second's."""
+    return lambda sample, candidates: [first_weight * a + b
+                                       for a, b in zip(first(sample, candidates), second(sample, candidates))]
 
 
 def text_pair_scorer(text_scorer, stickers: dict):
@@ -98,7 +99,7 @@ def text_pair_scorer(text_scorer, stickers: dict):
         if missing:
             vectors.update(zip(missing, text_scorer.sticker_vectors([stickers[c] for c in missing])))
         dialogue = text_scorer.dialogue_vectors([sample["texts"]])                          # (1, H)
-        return text_scorer.scores(dialogue, torch.stack([vectors[c] for c in candidates]))[0].tolist()
+        return text_scorer.scores(dialogue, torch.stack([vectors[c] for c in candidates]), candidates)[0].tolist()
     return score
 
 
@@ -107,7 +108,8 @@ def make_scorer(model, encoder, bank, batch_size: int, exhaustive: bool = False,
     """Pair scores; a late-interaction model uses the exact fast path unless `exhaustive`. With a
     text scorer (core.frozen_text.TextScorer; `stickers`: id -> Sticker) its share is added."""
     if text_scorer is not None:
-        return summed(make_scorer(model, encoder, bank, batch_size, exhaustive), text_pair_scorer(text_scorer, stickers))
+        return summed(make_scorer(model, encoder, bank, batch_size, exhaustive), text_pair_scorer(text_scorer, stickers),
+                      text_scorer.config.cross_weight)
     fast = None
     if model.config.late_interaction and not exhaustive:
         from core.fast_ranking import LateInteractionRanker
@@ -152,7 +154,8 @@ def run(args) -> dict:
     cross_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size, args.exhaustive))
     raw_scorer = cross_scorer
     if text is not None:
-        raw_scorer = summed(cross_scorer, memoized(text_pair_scorer(text, {s.sticker_id: s for s in mod.stickers})))
+        raw_scorer = summed(cross_scorer, memoized(text_pair_scorer(text, {s.sticker_id: s for s in mod.stickers})),
+                            text.config.cross_weight)
     prior = StickerPrior.load(args.checkpoint)
     scorer = raw_scorer if prior is None else (lambda s, c: prior.adjust(c, raw_scorer(s, c)))
     if args.dialogues:

@@ -5,22 +5,24 @@
 
 The selector's score becomes
 
-    cross-encoder score + beta * text z-score + w * log(1 + training count)
+    a * cross-encoder score + b * text z-score + c * cosine + w * log(1 + training count)
 
-where the text z-score is core.frozen_text.TextScorer: a sentence encoder (multilingual e5, all 12
-layers) embeds the last dialogue turn and each sticker's text, a rank-32 bilinear map trained on the
-training split (in-batch loss; --epochs 0 keeps the plain cosine) scores the pair, and each
-sticker's score is standardised with the mean and covariance of the training dialogues' embeddings.
-With --finetune-epochs N the encoder's top --finetune-layers layers are first fine-tuned
-contrastively on the training split (core.text_encoder; written as CKPT/text_encoder.safetensors).
-The sticker is read through its text only, so a sticker never seen in training is scored as well as
-its text allows.
+core.frozen_text.TextScorer gives the text parts: a sentence encoder (multilingual e5, all 12 layers)
+embeds the last dialogue turn(s) and each sticker's text; "cosine" is their plain cosine; the
+z-score standardises, per sticker, the dialogue's similarity to the sticker's *prototype* (the mean
+vector of the training dialogues whose gold it was) or, for a sticker without training samples (held
+out, or added later in the demo), to its text vector (through a rank-32 bilinear map trained on the
+training split; --epochs 0 keeps the plain cosine), with the exact mean and covariance of the
+training dialogues' vectors. With --finetune-epochs N the encoder's top --finetune-layers layers
+are first fine-tuned contrastively on the training split (core.text_encoder; written as
+CKPT/text_encoder.safetensors). Stickers are read through their text and the dialogues that chose
+them, never through an id, and no term favours seen or unseen stickers as such.
 
-beta and w are chosen together on the validation splits: the mean of the MRR10 over the
+a, b, c, w are chosen together on the validation splits: the mean of the MRR10 over the
 10-candidate sets of --valid-seeds on `valid` (seen stickers) and `valid_hard` (held-out stickers,
-disjoint from the hard test's), so that a prior tuned on seen stickers cannot bury unseen ones;
-beta = 0 means the text scorer does not help (it is then not written). Writes
-CKPT/text_scorer.json, CKPT/text_scorer.safetensors and CKPT/sticker_prior.json (like
+disjoint from the hard test's), so that a prior tuned on seen stickers cannot bury unseen ones
+(grids: WEIGHT_GRIDS). b = c = 0 means the text scorer does not help (it is then not written).
+Writes CKPT/text_scorer.json, CKPT/text_scorer.safetensors and CKPT/sticker_prior.json (like
 train.fit_prior, in place); train.evaluate, train.ship and the demo use them. Frozen sentence
 embeddings of the split are cached in --cache-dir (shared with train.frozen_text).
 """
@@ -39,10 +41,10 @@ from tqdm.auto import tqdm
 from core.checkpoint import load_selector
 from core.features import PairEncoder
 from core.frozen_text import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TextScorer, TextScorerConfig,
-                              reference_statistics)
+                              reference_statistics, sticker_prototypes)
 from core.image_encoder import FeatureCache, create_image_encoder
 from core.metrics import candidate_sets
-from core.prior import StickerPrior, fit_weight
+from core.prior import StickerPrior
 from core.sticker_bank import build_sticker_bank
 
 from .cli import add_sticker_ids_argument, parse_entry_args
@@ -53,7 +55,9 @@ from .trainer import prepare_data
 
 log = logging.getLogger("train.text_scorer")
 VALIDATION_SPLITS = ("valid", "valid_hard")  # seen stickers, held-out stickers: weights are chosen on both
-BETA_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+# the parts of the selector's score and the weights tried for each (chosen on valid + valid_hard)
+WEIGHT_GRIDS = {"cross": (0.0, 0.5, 1.0), "text_z": (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
+                "text_raw": (0.0, 5.0, 10.0, 20.0), "prior": (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)}
 TUNED_LAYERS_FILE = "text_encoder.safetensors"
 
 
@@ -69,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="training seed of the bilinear map")
     p.add_argument("--valid-seeds", type=int, nargs="+", default=[1, 2],
                    help="seeds of the validation candidate sets the weights are chosen on")
-    p.add_argument("--text-weight", type=float, help="use this beta instead of choosing it on the valid split")
+    p.add_argument("--text-weight", type=float, help="use this z-score weight instead of choosing it on validation")
     p.add_argument("--cache-dir", default="runs/frozen_text", help="sentence-embedding cache")
     p.add_argument("--feature-cache", help="image feature cache of the selector")
     p.add_argument("--threads", type=int)
@@ -82,27 +86,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-batch-size", type=int, default=32)
     p.add_argument("--finetune-negatives", type=int, default=32, help="random training stickers added per batch")
     p.add_argument("--max-length", type=int, default=64, help="tokens per text (fine-tuned encoder)")
+    p.add_argument("--prototypes", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                   help="read each training sticker through its prototype (the mean vector of the training dialogues "
+                        "that chose it) instead of its text in the z-score (default true)")
     return p
 
 
-def fit_weights(splits: dict[str, dict], counts: dict[str, int], known: list[str],
-                betas: tuple[float, ...] = BETA_GRID) -> tuple[float, float, dict]:
-    """(beta, w, {beta: (best w, mean MRR10, {split: MRR10})}) maximising the mean over the validation
-    splits of the MRR10 of cross + beta * text + w * log prior. `splits`: name -> {"cross", "text", "sets",
-    "gold"} (one list entry per candidate set). Averaging a split of seen stickers with one of held-out
-    stickers keeps the prior from burying stickers it has never counted."""
-    table = {}
-    for beta in betas:
-        per_split = {}
-        for name, part in splits.items():
-            scores = [[c + beta * t for c, t in zip(cs, ts)] for cs, ts in zip(part["cross"], part["text"])]
-            per_split[name] = fit_weight(counts, part["sets"], scores, part["gold"], known=known)[1]
-        grid = next(iter(per_split.values())).keys()
-        mean = {w: sum(m[w] for m in per_split.values()) / len(per_split) for w in grid}
-        weight = max(grid, key=lambda w: (mean[w], -w))
-        table[beta] = (weight, mean[weight], {name: m[weight] for name, m in per_split.items()})
-    beta = max(betas, key=lambda b: (table[b][1], -b))
-    return beta, table[beta][0], table
+def expected_reciprocal_rank(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """(..., N, K) candidate scores, (N,) gold columns -> (...,) mean reciprocal rank of the gold, ties broken
+    at random in expectation (a constant scorer is not perfect): mean over k <= ties of 1 / (1 + higher + k)."""
+    mine = scores.gather(-1, gold.expand(*scores.shape[:-1]).unsqueeze(-1))               # (..., N, 1)
+    higher = (scores > mine).sum(-1).double()
+    tied = (scores == mine).sum(-1).double() - 1
+    # sum_{k=0..t} 1/(h+1+k) = H(h+t+1) - H(h), with H(n) = digamma(n+1) + Euler's constant
+    return ((torch.digamma(higher + tied + 2) - torch.digamma(higher + 1)) / (tied + 1)).mean(-1)
+
+
+def fit_weights(splits: dict[str, dict[str, torch.Tensor]], grids: dict[str, tuple[float, ...]] = WEIGHT_GRIDS
+                ) -> tuple[dict[str, float], dict]:
+    """The weights of the selector's score parts that maximise the mean over the validation splits of the
+    MRR10 of sum(weight[part] * part). `splits`: name -> {"gold": (N,) gold column, part: (N, 10) scores of
+    each candidate for every part in `grids`}. Averaging a split of seen stickers with one of held-out
+    stickers keeps the prior from burying stickers it has never counted. Returns (weights, {"mean_MRR10",
+    "MRR10": {split: ...}, "top": the 5 best settings}); ties go to the smaller weights."""
+    names = list(grids)
+    combos = torch.cartesian_prod(*[torch.tensor(grids[n], dtype=torch.float64) for n in names])
+    combos = combos.reshape(-1, len(names))                                                 # (G, P)
+    combos = combos[combos[:, [names.index(n) for n in names if n != "prior"]].abs().sum(1) > 0]
+    per_split = {}
+    for split, part in splits.items():
+        stacked = torch.stack([part[n].double() for n in names], -1)                          # (N, K, P)
+        mrr = [expected_reciprocal_rank(torch.einsum("nkp,gp->gnk", stacked, chunk), part["gold"])   # (g,)
+               for chunk in combos.split(256)]
+        per_split[split] = 100 * torch.cat(mrr)                                               # (G,)
+    mean = sum(per_split.values()) / len(per_split)
+    order = sorted(range(len(combos)), key=lambda g: (-round(float(mean[g]), 9), combos[g].abs().sum().item()))
+    best = order[0]
+    weights = {n: float(combos[best, i]) for i, n in enumerate(names)}
+    top = [{"weights": {n: float(combos[g, i]) for i, n in enumerate(names)}, "mean_MRR10": float(mean[g]),
+            "MRR10": {k: float(v[g]) for k, v in per_split.items()}} for g in order[:5]]
+    return weights, {"mean_MRR10": float(mean[best]), "MRR10": {k: float(v[best]) for k, v in per_split.items()},
+                     "top": top}
 
 
 def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: list[str], pool: list[str],
@@ -136,17 +160,23 @@ def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: 
     return vectors
 
 
-def validation_scores(text_table: torch.Tensor, valid: list[dict], cross, pool: list[str], seeds) -> dict:
-    """Cross-encoder and text scores of each validation sample's 10-candidate sets (one per seed)."""
+def validation_parts(text: TextScorer, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor,
+                     samples: list[dict], cross, prior: StickerPrior, pool: list[str], seeds) -> dict[str, torch.Tensor]:
+    """Each part's scores of every candidate in the samples' 10-candidate sets (one set per seed and sample)."""
     index = {sid: i for i, sid in enumerate(pool)}
-    part = {"sets": [], "gold": [], "cross": [], "text": []}
+    z = text.z_scores(dialogue_vectors, sticker_vectors, pool)                                # (N, P)
+    raw = dialogue_vectors @ sticker_vectors.t()                                              # (N, P)
+    log_prior = torch.tensor([prior.log_prior(sid) for sid in pool])                          # (P,)
+    rows, columns, gold, cross_scores = [], [], [], []
     for seed in seeds:
-        for i, candidates in enumerate(candidate_sets([r["sticker_id"] for r in valid], pool, 10, seed)):
-            part["sets"].append(candidates)
-            part["gold"].append(valid[i]["sticker_id"])
-            part["cross"].append(cross(valid[i], candidates))
-            part["text"].append(text_table[i, [index[c] for c in candidates]].tolist())
-    return part
+        for i, candidates in enumerate(candidate_sets([r["sticker_id"] for r in samples], pool, 10, seed)):
+            rows.append(i)
+            columns.append([index[c] for c in candidates])
+            gold.append(candidates.index(samples[i]["sticker_id"]))
+            cross_scores.append(cross(samples[i], candidates))
+    rows, columns = torch.tensor(rows).unsqueeze(1), torch.tensor(columns)                    # (M, 1), (M, 10)
+    return {"gold": torch.tensor(gold), "cross": torch.tensor(cross_scores), "text_z": z[rows, columns],
+            "text_raw": raw[rows, columns], "prior": log_prior[columns]}
 
 
 def run(args) -> dict:
@@ -175,31 +205,36 @@ def run(args) -> dict:
     train_gold = [r["sticker_id"] for r in rows["train"]]
     bilinear = train_once(args, vectors, torch.tensor([index[g] for g in train_gold]), args.seed)
     mean, covariance = reference_statistics(vectors["train"])
+    prototype_ids, prototypes = sticker_prototypes(vectors["train"], train_gold) if args.prototypes else ([], None)
     config = TextScorerConfig(encoder=args.encoder, turns=args.turns, sticker_text=args.sticker_text,
                               hidden=vectors["stickers"].shape[1], rank=args.rank, temperature=args.temperature,
                               reference_dialogues=len(rows["train"]),
                               max_length=args.max_length if args.finetune_epochs > 0 else 128,
-                              tuned_layers=TUNED_LAYERS_FILE if args.finetune_epochs > 0 else "")
-    text = TextScorer(config, bilinear, mean, covariance, directory=checkpoint)  # vectors are precomputed
+                              tuned_layers=TUNED_LAYERS_FILE if args.finetune_epochs > 0 else "",
+                              prototype_ids=prototype_ids)
+    text = TextScorer(config, bilinear, mean, covariance, directory=checkpoint, prototypes=prototypes)
 
-    cross = make_scorer(model, encoder, bank, 64)
-    parts = {split: validation_scores(text.z_scores(vectors[split], vectors["stickers"]), rows[split], cross, pool,
-                                      args.valid_seeds) for split in validation}
     counts = dict(Counter(train_gold))
-    betas = BETA_GRID if args.text_weight is None else (args.text_weight,)
-    beta, weight, table = fit_weights(parts, counts, known, betas)
-    if beta > 0:
-        text.config.weight = beta
+    prior = StickerPrior(counts, 1.0, known)
+    cross = make_scorer(model, encoder, bank, 64)
+    parts = {split: validation_parts(text, vectors[split], vectors["stickers"], rows[split], cross, prior, pool,
+                                     args.valid_seeds) for split in validation}
+    grids = dict(WEIGHT_GRIDS)
+    if args.text_weight is not None:
+        grids["text_z"] = (args.text_weight,)
+    weights, fit = fit_weights(parts, grids)
+    written = weights["text_z"] > 0 or weights["text_raw"] > 0
+    if written:
+        config.weight, config.raw_weight, config.cross_weight = weights["text_z"], weights["text_raw"], weights["cross"]
         text.save(checkpoint)
     else:  # an older text scorer in the folder would otherwise keep changing its scores
         for name in (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TUNED_LAYERS_FILE):
             (checkpoint / name).unlink(missing_ok=True)
-    StickerPrior(counts, weight, known).save(checkpoint)
-    return {"text_weight": beta, "prior_weight": weight, "written": beta > 0,
-            "valid_MRR10_by_text_weight": {str(b): {"prior_weight": w, "mean_MRR10": m, "MRR10": per}
-                                           for b, (w, m, per) in table.items()},
+    StickerPrior(counts, weights["prior"], known).save(checkpoint)
+    return {"weights": weights, "written": written, "validation": fit,
             "n_valid": {split: len(rows[split]) for split in validation}, "valid_candidate_seeds": args.valid_seeds,
-            "reference_dialogues": config.reference_dialogues, "fine_tuned": args.finetune_epochs > 0}
+            "reference_dialogues": config.reference_dialogues, "fine_tuned": args.finetune_epochs > 0,
+            "prototypes": len(prototype_ids)}
 
 
 def main(argv=None) -> dict:
