@@ -29,7 +29,7 @@ MAX_TURNS = 200  # only the most recent turns can fit the model's window anyway
 class RankedSticker:
     sticker_id: str
     rank: int
-    score: float                        # positive-class logit (+ `text` and `prior`, when the model has them)
+    score: float                        # the ranking score: cross_weight * positive-class logit + `text` + `prior`
     probability: float                  # softmax probability of "matches"
     emotions: list[tuple[str, float]]   # top-3 (emotion name, probability)
     semantic_label: str                 # the OCR text the model reconstructs with the OCR masked
@@ -37,7 +37,7 @@ class RankedSticker:
     name_label: str
     image_path: str | None
     prior: float = 0.0                  # the popularity prior's share of `score` (w * log(1 + count); 0 without one)
-    text: float = 0.0                   # the text scorer's share of `score` (beta * text z-score; 0 without one)
+    text: float = 0.0                   # the text scorer's share of `score` (core.frozen_text.TextScorer; 0 without one)
 
 
 def _turns(turns: Sequence[str | Turn]) -> tuple[list[str], list[str]]:
