@@ -90,15 +90,22 @@ def summed(first, second, first_weight: float = 1.0):
                                        for a, b in zip(first(sample, candidates), second(sample, candidates))]
 
 
-def text_pair_scorer(text_scorer, stickers: dict):
-    """The text scorer's share of each pair's score (beta * z-score), sticker embeddings cached."""
+def text_pair_scorer(text_scorer, stickers: dict, samples: list[dict] = ()):
+    """The text scorer's share of each pair's score, sticker embeddings cached; the dialogues of
+    `samples` are embedded up front, in batches (others one at a time, when first scored)."""
     vectors: dict[str, torch.Tensor] = {}
+    dialogues: dict[str, torch.Tensor] = {}
+    samples = list(samples)
+    for start in range(0, len(samples), 256):
+        chunk = samples[start:start + 256]
+        dialogues.update(zip((tuple(s["texts"]) for s in chunk), text_scorer.dialogue_vectors([s["texts"] for s in chunk])))
 
     def score(sample: dict, candidates: list[str]) -> list[float]:
         missing = [c for c in dict.fromkeys(candidates) if c not in vectors]
         if missing:
             vectors.update(zip(missing, text_scorer.sticker_vectors([stickers[c] for c in missing])))
-        dialogue = text_scorer.dialogue_vectors([sample["texts"]])                          # (1, H)
+        key = tuple(sample["texts"])
+        dialogue = dialogues[key][None] if key in dialogues else text_scorer.dialogue_vectors([sample["texts"]])  # (1, H)
         return text_scorer.scores(dialogue, torch.stack([vectors[c] for c in candidates]), candidates)[0].tolist()
     return score
 
@@ -126,11 +133,12 @@ def make_scorer(model, encoder, bank, batch_size: int, exhaustive: bool = False,
 
 
 def memoized(score_fn):
-    """Caches pair scores by (sample id, sticker id): a second evaluation of the same pairs is free."""
-    cache: dict[tuple[str, str], float] = {}
+    """Caches pair scores by (sample, sticker id): a second evaluation of the same pairs is free. A sample is
+    known by its id and its turns, so two files' samples that share an id never share scores."""
+    cache: dict[tuple, float] = {}
 
     def score(sample: dict, candidates: list[str]) -> list[float]:
-        key = str(sample["sample_id"])
+        key = (str(sample["sample_id"]), tuple(sample.get("speakers", ())), tuple(sample["texts"]))
         missing = [c for c in candidates if (key, c) not in cache]
         if missing:
             cache.update({(key, c): v for c, v in zip(missing, score_fn(sample, missing))})
@@ -150,32 +158,34 @@ def run(args) -> dict:
     image_encoder = create_image_encoder(model.config.image_encoder)
     cache = FeatureCache(image_encoder, args.feature_cache or default_feature_cache(image_encoder.name))
     bank = build_sticker_bank(mod.stickers, cache, encoder, model.config.semantic_source)
-    text = TextScorer.load(args.checkpoint)
-    cross_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size, args.exhaustive))
-    raw_scorer = cross_scorer
-    if text is not None:
-        raw_scorer = summed(cross_scorer, memoized(text_pair_scorer(text, {s.sticker_id: s for s in mod.stickers})),
-                            text.config.cross_weight)
-    prior = StickerPrior.load(args.checkpoint)
-    scorer = raw_scorer if prior is None else (lambda s, c: prior.adjust(c, raw_scorer(s, c)))
     if args.dialogues:
         named = {"dialogues": samples_from_file(args.dialogues, mod.stickers, sticker_ids=file_ids)}
     else:
         named = {split: [dict(r) for r in mod.splits[split]] for split in ("easy_test", "hard_test")}
-    extra = load_extra_positives(args.extra_positives) if args.extra_positives else None
-    normalized = None
+    scored = [s for samples in named.values() for s in samples]
+    reference = []
     if args.reference_contexts:
         import random
 
         train_rows = [dict(r) for r in mod.splits["train"]]
         reference = random.Random(args.seed).sample(train_rows, min(args.reference_contexts, len(train_rows)))
-        normalized = sticker_normalized(raw_scorer, reference, bank.ids)
+    stickers = {s.sticker_id: s for s in mod.stickers}
+    text = TextScorer.load(args.checkpoint)
+    cross_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size, args.exhaustive))
+    raw_scorer = cross_scorer
+    if text is not None:
+        raw_scorer = summed(cross_scorer, memoized(text_pair_scorer(text, stickers, scored + reference)),
+                            text.config.cross_weight)
+    prior = StickerPrior.load(args.checkpoint)
+    scorer = raw_scorer if prior is None else (lambda s, c: prior.adjust(c, raw_scorer(s, c)))
+    extra = load_extra_positives(args.extra_positives) if args.extra_positives else None
+    normalized = sticker_normalized(raw_scorer, reference, bank.ids) if reference else None
     zero_shot = None
     if args.zero_shot != "none":
         from core.frozen_text import zero_shot_text_scorer
 
         floor = zero_shot_text_scorer([r["texts"] for r in mod.split_rows["train"]], args.zero_shot)
-        zero_shot = memoized(text_pair_scorer(floor, {s.sticker_id: s for s in mod.stickers}))
+        zero_shot = memoized(text_pair_scorer(floor, stickers, scored))
     results = {}
     for name, samples in named.items():
         if not samples:
