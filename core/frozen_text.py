@@ -51,6 +51,15 @@ def sticker_text(sticker, which: str) -> str:
     return text.strip()
 
 
+def linear_score_statistics(vectors: torch.Tensor, dialogue_mean: torch.Tensor,
+                            dialogue_covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of d . v for each row v of `vectors` (C, H), over dialogues d with
+    the given mean (H,) and covariance (H, H): exact, since the score is linear in d. (C,), (C,)."""
+    mean = vectors @ dialogue_mean                                                     # (C,)
+    variance = ((vectors @ dialogue_covariance) * vectors).sum(-1)
+    return mean, variance.clamp(min=0.0).sqrt()
+
+
 class FrozenTextBilinear(nn.Module):
     def __init__(self, hidden: int, rank: int = 32, temperature: float = 0.05):
         super().__init__()
@@ -71,10 +80,8 @@ class FrozenTextBilinear(nn.Module):
                            dialogue_covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each sticker's score mean and standard deviation over dialogues with the given embedding
         mean (H,) and covariance (H, H): exact, since the score is linear in the dialogue. (C,), (C,)."""
-        mapped = self.mapped_stickers(stickers)                                        # (C, H)
-        mean = mapped @ dialogue_mean / self.temperature                               # (C,)
-        variance = ((mapped @ dialogue_covariance) * mapped).sum(-1) / self.temperature ** 2
-        return mean, variance.clamp(min=0.0).sqrt().clamp(min=1e-6)
+        mean, std = linear_score_statistics(self.mapped_stickers(stickers), dialogue_mean, dialogue_covariance)
+        return mean / self.temperature, (std / self.temperature).clamp(min=1e-6)
 
     def in_batch_loss(self, dialogues: torch.Tensor, stickers: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
         """gold (B,) rows of `stickers`: each dialogue against the batch's distinct gold stickers."""
@@ -250,10 +257,8 @@ class TextScorer:
         """(B, H), (C, H) -> (B, C): each sticker's score d . m_s standardised over the reference dialogues
         (the same as standardising the bilinear score when no sticker has a prototype)."""
         matched = self.matched_vectors(sticker_vectors, sticker_ids)                          # (C, H)
-        mean = matched @ self.dialogue_mean                                                    # (C,)
-        variance = ((matched @ self.dialogue_covariance) * matched).sum(-1)
-        std = variance.clamp(min=0.0).sqrt().clamp(min=1e-6 * self.bilinear.temperature)
-        return (dialogue_vectors.float() @ matched.t() - mean) / std
+        mean, std = linear_score_statistics(matched, self.dialogue_mean, self.dialogue_covariance)
+        return (dialogue_vectors.float() @ matched.t() - mean) / std.clamp(min=1e-6 * self.bilinear.temperature)
 
     @torch.no_grad()
     def scores(self, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor,
