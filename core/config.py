@@ -8,6 +8,7 @@ from pathlib import Path
 
 SEMANTIC_SOURCES = ("ocr", "ocr_or_name")
 MATCH_POOLINGS = ("cls", "cls+sticker")
+SCORING_PARTS = ("prior", "text_scorer")
 
 
 def dataclass_from_dict(cls, values: dict):
@@ -50,13 +51,20 @@ class SelectorConfig:
     # positions (the last ocr_slots + 2 of max_length). Lets core.fast_ranking encode a dialogue
     # once and score every sticker with one cheap layer, exactly (see README "Speed").
     late_interaction: bool = False
-
+    # The checkpoint's other scoring parts, by role -> file name in the checkpoint folder:
+    # "prior" (core.prior.StickerPrior), "text_scorer" (core.frozen_text.TextScorer). Written by
+    # train.fit_prior / train.text_scorer. None: a checkpoint older than this record (its parts
+    # are looked up by file name, once, when it is loaded).
+    scoring_files: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.match_pooling not in MATCH_POOLINGS:
             raise ValueError(f"match_pooling={self.match_pooling!r}; expected one of {MATCH_POOLINGS}")
         if self.semantic_source not in SEMANTIC_SOURCES:
             raise ValueError(f"semantic_source={self.semantic_source!r}; expected one of {SEMANTIC_SOURCES}")
+        unknown_parts = sorted(set(self.scoring_files or {}) - set(SCORING_PARTS))
+        if unknown_parts:
+            raise ValueError(f"scoring_files has unknown parts {unknown_parts}; expected some of {SCORING_PARTS}")
         fixed = 3 + self.ocr_slots + 1
         if self.max_length <= fixed + 2:
             raise ValueError(f"max_length={self.max_length} leaves no room for dialogue tokens "
