@@ -126,6 +126,18 @@ def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.
     }
 
 
+def pair_batch(encoder: PairEncoder, bank, contexts: Sequence[list[int]], rows: Sequence[int], *,
+               mask_ocr: bool, device: torch.device | str = "cpu") -> tuple[list[EncodedPair], dict[str, torch.Tensor]]:
+    """The one builder of cross-encoder inputs: pair i is (contexts[i], sticker bank row rows[i]).
+    Returns the pairs (their positions, for the heads that read them) and the batch on `device`."""
+    if len(contexts) != len(rows):
+        raise ValueError(f"pair_batch got {len(contexts)} contexts for {len(rows)} sticker rows")
+    pairs = [encoder.build(context, bank.ocr_ids[row], mask_ocr=mask_ocr) for context, row in zip(contexts, rows)]
+    batch = collate_pairs(pairs, encoder.pad_id)
+    batch["sticker_features"] = bank.features[torch.as_tensor(list(rows), dtype=torch.long)]
+    return pairs, {k: v.to(device) for k, v in batch.items()}
+
+
 def mask_context(input_ids: torch.Tensor, pairs: Sequence[EncodedPair], probability: float,
                  mask_id: int, vocab_size: int, generator: torch.Generator,
                  protected_ids: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
