@@ -178,7 +178,7 @@ def build_demo(selector: Any, *, sticker_info: dict[str, StickerInfo] | None = N
         sticker_info: display facts per sticker (names in English/Chinese, source).
         examples: dialogues to load (MOD easy/hard test samples with their gold sticker).
         annotations: ``core.annotations.AnnotationStore``; None turns flagging off.
-        user_stickers: ``core.user_stickers.UserStickerStore``; None turns adding off.
+        user_stickers: ``demo.user_stickers.UserStickerStore``; None turns adding off.
         ocr_engine: ``"auto"``, ``"rapidocr"``, ``"easyocr"`` or None (no OCR).
         data_note: where the stickers come from (shown at the top).
         require_login: the app is launched with ``auth``; only logged-in users flag, as themselves.

@@ -120,7 +120,7 @@ class AppParts:
 
 
 def _starter_parts() -> tuple[list[Any], dict[str, StickerInfo], list[Path]]:
-    from core.user_stickers import STARTER_DIR, load_starter_index, load_starter_stickers
+    from demo.user_stickers import STARTER_DIR, load_starter_index, load_starter_stickers
 
     stickers = load_starter_stickers()
     names = {e["id"]: e for e in load_starter_index()}
@@ -161,7 +161,7 @@ def load_parts(args: argparse.Namespace) -> AppParts:
             note = "Using the bundled starter pack (62 Fluent Emoji faces, MIT; --starter)."
     user_store = None
     if str(args.user_stickers).lower() != "off":
-        from core.user_stickers import UserStickerStore
+        from demo.user_stickers import UserStickerStore
 
         user_store = UserStickerStore(args.user_stickers)
         known = {s.sticker_id for s in stickers}

@@ -65,7 +65,7 @@ def take(args: argparse.Namespace) -> list[Path]:
     from playwright.sync_api import expect, sync_playwright
 
     from core.annotations import AnnotationStore
-    from core.user_stickers import UserStickerStore, load_starter_stickers
+    from demo.user_stickers import UserStickerStore, load_starter_stickers
     from demo.testing import CHROMIUM, CHROMIUM_ARGS, running_demo, starter_kwargs, write_text_sticker
 
     out = Path(args.out)

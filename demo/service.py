@@ -2,7 +2,7 @@
 
 :class:`DemoService` owns the selector (``core.inference.StickerSelector``), the optional
 annotation store (``core.annotations.AnnotationStore``), the optional user sticker store
-(``core.user_stickers.UserStickerStore``) and the example dialogues. Every method turns bad
+(``demo.user_stickers.UserStickerStore``) and the example dialogues. Every method turns bad
 input into a :class:`DemoError` whose message can be shown to the user as is; the gradio
 layer (:mod:`demo.app`) only formats results.
 """
@@ -133,7 +133,7 @@ class DemoService:
             the selector knows but this lacks are described from ``selector.sticker(id)``.
         examples: dialogues the user can load (MOD test samples with their gold sticker).
         annotations: a ``core.annotations.AnnotationStore`` (flagging is off without one).
-        user_stickers: a ``core.user_stickers.UserStickerStore`` (adding is off without one).
+        user_stickers: a ``demo.user_stickers.UserStickerStore`` (adding is off without one).
         ocr_engine: ``"auto"`` (rapidocr, else easyocr), an engine name, or ``None`` (off).
         data_note: a line shown in the UI about where the stickers come from.
         require_login: flags need a logged-in user, who is then the annotator.
@@ -287,7 +287,7 @@ class DemoService:
         """(OCR text, engine used) for an uploaded file; ("", reason) when OCR is off."""
         if not file_path:
             raise DemoError("Upload an image first.")
-        from core import ocr
+        from demo import ocr
         from core.images import StickerImageError
 
         wanted = engine or self.ocr_engine
@@ -304,7 +304,7 @@ class DemoService:
             raise DemoError(f"OCR failed ({exc}); type the text yourself.") from None
 
     def _checked_upload(self, file_path: str | Path) -> Path:
-        from core.user_stickers import MAX_UPLOAD_BYTES
+        from demo.user_stickers import MAX_UPLOAD_BYTES
 
         path = Path(file_path)
         try:
@@ -323,7 +323,7 @@ class DemoService:
         if not file_path:
             raise DemoError("Upload an image first.")
         from core.images import StickerImageError, load_sticker_image
-        from core.user_stickers import UserStickerError
+        from demo.user_stickers import UserStickerError
 
         path = self._checked_upload(file_path)
         label = Path(original_name or path.name).name

@@ -42,7 +42,7 @@ from core.annotations import LABELS, AckLog, AnnotationStore, check_acknowledged
 from core.checkpoint import save_selector
 from core.dialogue import parse_dialogue
 from core.inference import StickerSelector
-from core.user_stickers import load_starter_stickers
+from demo.user_stickers import load_starter_stickers
 from demo.testing import free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow

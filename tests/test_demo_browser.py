@@ -24,7 +24,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 inference = pytest.importorskip("core.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
-from core.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
+from demo.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
 from demo.testing import CJK_FONT, running_demo, starter_kwargs, write_text_sticker  # noqa: E402
 
 TIMEOUT_MS = 60_000

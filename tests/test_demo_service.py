@@ -11,7 +11,7 @@ from PIL import Image
 inference = pytest.importorskip("core.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
-from core.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
+from demo.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
 from demo.launcher import AuthFileError, build_parser, load_parts, parse_auth_file  # noqa: E402
 from demo.service import DemoError, DemoService  # noqa: E402
 from tests.mini_mod import make_mini_mod  # noqa: E402

@@ -1,4 +1,4 @@
-"""core.ocr: offline engines read rendered sticker text (skipped when an engine is missing)."""
+"""demo.ocr: offline engines read rendered sticker text (skipped when an engine is missing)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from core import ocr
+from demo import ocr
 from core.images import StickerImageError
 
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")

@@ -1,4 +1,4 @@
-"""core.user_stickers: persistence, atomic index, hostile uploads, the starter pack."""
+"""demo.user_stickers: persistence, atomic index, hostile uploads, the starter pack."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ from PIL import Image
 
 from core.data import Sticker, UnknownStickerError
 from core.images import StickerImageError
-from core.user_stickers import (
+from demo.user_stickers import (
     STARTER_DIR,
     UserStickerError,
     UserStickerStore,

@@ -14,7 +14,7 @@ as a path or bytes, and downscaled to :data:`MAX_OCR_SIDE` before recognition.
 
 Example::
 
-    from core import ocr
+    from demo import ocr
     ocr.default_engine()            # "rapidocr" | "easyocr" | None
     ocr.read_text("sticker.gif")    # "好的好的"
 """

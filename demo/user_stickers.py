@@ -35,7 +35,7 @@ from PIL import Image
 
 from core.data import Sticker, UnknownStickerError
 from core.images import MAX_IMAGE_BYTES, StickerImageError, load_sticker_image
-from core.ocr import clean_text
+from demo.ocr import clean_text
 
 try:  # POSIX only; on other systems the thread lock alone protects one process
     import fcntl
