@@ -1,13 +1,15 @@
 """Command line → a ready ``gr.Blocks`` plus ``launch()`` arguments (used by ``python -m demo``).
 
 Kept apart from ``demo/__main__.py`` so tests and ``demo/screenshots.py`` can build the very
-same app (with a small model) without parsing ``sys.argv`` or launching anything.
+same app (with a small model) without parsing ``sys.argv`` or launching anything. ``free_port`` and
+``wait_until_serving`` wait for a ``python -m demo`` subprocess to serve (tests, ``train.bench``).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,10 @@ __all__ = [
     "REPO_ROOT",
     "build_parser",
     "default_data_dir",
+    "free_port",
     "load_parts",
     "parse_auth_file",
+    "wait_until_serving",
 ]
 
 logger = logging.getLogger(__name__)
@@ -175,3 +179,32 @@ def load_parts(args: argparse.Namespace) -> AppParts:
 
         annotations = AnnotationStore(args.annotations)
     return AppParts(stickers, info, examples, annotations, user_store, note, static_dirs)
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_serving(process: Any, url: str, timeout: float, describe=lambda: "",
+                       interval: float = 0.5) -> float:
+    """Polls ``url`` until it answers 200; returns the seconds waited. Raises AssertionError
+    (with ``describe()``, e.g. the log tail) when ``process`` exits or ``timeout`` passes."""
+    import time
+    import urllib.request
+
+    t0 = time.monotonic()
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"the demo exited with {process.returncode}:\n{describe()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return time.monotonic() - t0
+        except OSError:
+            pass
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"the demo did not come up in {timeout:.0f}s:\n{describe()}")
+        time.sleep(interval)

@@ -66,7 +66,8 @@ def take(args: argparse.Namespace) -> list[Path]:
 
     from core.annotations import AnnotationStore
     from demo.user_stickers import UserStickerStore, load_starter_stickers
-    from demo.testing import CHROMIUM, CHROMIUM_ARGS, running_demo, starter_kwargs, write_text_sticker
+    from tests.support.demo_server import (CHROMIUM, CHROMIUM_ARGS, running_demo, starter_kwargs,
+                                           write_text_sticker)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import torch
 from core.alignment import (CachedEncoder, StickerTurn, alignment_report, check_dialogues, id_windows,
                             sticker_turns, window_agrees)
 from core.data import Sticker, StickerSet, Turn, load_dialogues, load_stickers
-from tests.mini_mod import make_mini_mod, real_mod_dir
+from tests.support.mini_mod import make_mini_mod, real_mod_dir
 
 REAL_MOD = real_mod_dir()
 DIM = 512

@@ -43,7 +43,7 @@ from core.checkpoint import save_selector
 from core.dialogue import parse_dialogue
 from core.inference import StickerSelector
 from demo.user_stickers import load_starter_stickers
-from demo.testing import free_port, wait_until_serving
+from tests.support.demo_server import free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.mini_mod import make_mini_mod
+from tests.support.mini_mod import make_mini_mod
 from train import bench, trainer
 from train import evaluate as evaluate_cli
 

@@ -33,7 +33,7 @@ from core.data import (
     samples_from_file,
     split_samples,
 )
-from tests.mini_mod import (
+from tests.support.mini_mod import (
     MINI_EMOTIONS,
     MISSING_IMAGE_ID,
     STICKER_FILES,

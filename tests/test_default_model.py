@@ -4,7 +4,7 @@ import pytest
 from assets import DEFAULT_MODEL_DIR
 from core.data import load_stickers
 from core.inference import StickerSelector
-from tests.mini_mod import real_mod_dir
+from tests.support.mini_mod import real_mod_dir
 
 REAL_MOD = real_mod_dir()
 pytestmark = [pytest.mark.slow,

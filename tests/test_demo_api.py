@@ -18,7 +18,7 @@ inference = pytest.importorskip("core.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
 from demo.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
-from demo.testing import running_demo, starter_kwargs  # noqa: E402
+from tests.support.demo_server import running_demo, starter_kwargs  # noqa: E402
 
 DIALOGUE = "A: 你还没睡吗\nB: 还在加班呢\nA: 好困啊，我去睡了 good night"
 

@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from demo.testing import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.support.demo_server import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 pytestmark = [
     pytest.mark.browser,
@@ -25,7 +25,7 @@ inference = pytest.importorskip("core.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
 from demo.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
-from demo.testing import CJK_FONT, running_demo, starter_kwargs, write_text_sticker  # noqa: E402
+from tests.support.demo_server import CJK_FONT, running_demo, starter_kwargs, write_text_sticker  # noqa: E402
 
 TIMEOUT_MS = 60_000
 sync_api.expect.set_options(timeout=TIMEOUT_MS)  # the default 5 s is too short on a busy 2-core machine

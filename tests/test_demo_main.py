@@ -14,7 +14,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from core.checkpoint import save_selector  # noqa: E402
 from demo.user_stickers import load_starter_stickers  # noqa: E402
-from demo.testing import free_port, wait_until_serving  # noqa: E402
+from tests.support.demo_server import free_port, wait_until_serving  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from core.annotations import AnnotationStore  # noqa: E402
 from demo.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
 from demo.launcher import AuthFileError, build_parser, load_parts, parse_auth_file  # noqa: E402
 from demo.service import DemoError, DemoService  # noqa: E402
-from tests.mini_mod import make_mini_mod  # noqa: E402
+from tests.support.mini_mod import make_mini_mod  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from core import emotion
 from core.data import Sticker, load_mod, load_stickers
-from tests.mini_mod import make_mini_mod, real_lexicon_path, real_mod_dir
+from tests.support.mini_mod import make_mini_mod, real_lexicon_path, real_mod_dir
 
 REAL_MOD = real_mod_dir()
 REAL_LEXICON = real_lexicon_path()

@@ -9,7 +9,7 @@ from core.fast_ranking import LateInteractionRanker, StickerPartCache, model_fin
 from core.features import dialogue_part_batch, sticker_part_ids
 from core.inference import StickerSelector
 from core.model import late_interaction_masks
-from tests.mini_mod import make_mini_mod
+from tests.support.mini_mod import make_mini_mod
 
 DIALOGUE = ["你好呀", "今天天气真好", "哈哈哈谢谢"]
 

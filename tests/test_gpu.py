@@ -7,7 +7,7 @@ from core.checkpoint import load_selector
 from core.data import load_stickers
 from core.evaluation import score_candidates
 from core.inference import StickerSelector
-from tests.mini_mod import make_mini_mod
+from tests.support.mini_mod import make_mini_mod
 from train import trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -15,7 +15,7 @@ from PIL import Image, features
 
 from core import images
 from core.images import StickerImageError, load_sticker_image
-from tests.mini_mod import real_mod_dir
+from tests.support.mini_mod import real_mod_dir
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 from core.data import Sticker, UnknownStickerError, load_stickers
 from core.inference import StickerSelector
-from tests.mini_mod import make_mini_mod
+from tests.support.mini_mod import make_mini_mod
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@
 * matching an export to samples: by ``source_sample_id``, else by the dialogue hash of the
   sample in the demo's canonical form (flags made through the real ``DemoService``);
 * ``python -m train.evaluate --extra-positives`` and ``python -m train --extra-positives`` on
-  the synthetic MOD folder (tests/mini_mod.py).
+  the synthetic MOD folder (tests/support/mini_mod.py).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from core.annotations import AnnotationStore, ExtraPositives, export_dataset, lo
 from core.data import load_mod
 from core.dialogue import parse_dialogue, sample_dialogue_text, sample_text
 from core.evaluation import evaluate, multi_reference_rank
-from tests.mini_mod import make_mini_mod
+from tests.support.mini_mod import make_mini_mod
 
 POOL = list("abcdefghij")  # 10 stickers: the 10-candidate set is the whole pool
 

@@ -10,7 +10,7 @@ from core.data import Sticker, load_stickers
 from core.frozen_text import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, FrozenTextBilinear, TextScorer,
                               TextScorerConfig, reference_statistics)
 from core.inference import StickerSelector
-from tests.mini_mod import make_mini_mod
+from tests.support.mini_mod import make_mini_mod
 
 HIDDEN = 16
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.mini_mod import make_mini_mod
+from tests.support.mini_mod import make_mini_mod
 from train import evaluate as evaluate_cli
 from train import trainer
 

@@ -188,7 +188,7 @@ def demo_start(checkpoint: str, data_dir: Path, feature_cache: str,
 
     import gradio_client
 
-    from demo.testing import free_port, wait_until_serving
+    from demo.launcher import free_port, wait_until_serving
 
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:

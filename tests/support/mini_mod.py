@@ -162,7 +162,7 @@ def shared_data_dir() -> Path:
     if env:
         path = Path(env)
         return path.parent if (path / "dialogues.json").is_file() else path
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def real_mod_dir() -> Path:

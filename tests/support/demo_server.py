@@ -1,20 +1,23 @@
-"""Helpers to run the demo in-process on a free local port (tests, screenshots).
+"""Helpers to run the demo in-process on a free local port (tests, ``demo/screenshots.py``).
 
-Nothing here runs on import. ``running_demo`` launches with ``prevent_thread_lock=True``
-on 127.0.0.1 and always closes the server. ``CHROMIUM_ARGS`` are the Chromium flags that
-work offline on these machines (Debian ``chromium``; never ``playwright install``).
+Nothing here runs on import. ``running_demo`` launches with ``prevent_thread_lock=True`` on
+127.0.0.1 and always closes the server. ``CHROMIUM_ARGS`` are the Chromium flags that work
+offline on these machines (Debian ``chromium``; never ``playwright install``). ``free_port``
+and ``wait_until_serving`` live in :mod:`demo.launcher` (``train.bench`` uses them too) and
+are re-exported here.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from demo.launcher import free_port, wait_until_serving  # noqa: E402
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "RunningDemo", "free_port", "running_demo", "starter_kwargs",
            "wait_until_serving"]
@@ -25,35 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
 ]
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_serving(process: Any, url: str, timeout: float, describe=lambda: "",
-                       interval: float = 0.5) -> float:
-    """Polls ``url`` until it answers 200; returns the seconds waited. Raises AssertionError
-    (with ``describe()``, e.g. the log tail) when ``process`` exits or ``timeout`` passes."""
-    import time
-    import urllib.request
-
-    t0 = time.monotonic()
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"the demo exited with {process.returncode}:\n{describe()}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return time.monotonic() - t0
-        except OSError:
-            pass
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"the demo did not come up in {timeout:.0f}s:\n{describe()}")
-        time.sleep(interval)
 
 
 @dataclass
