@@ -9,7 +9,8 @@ last layer, and the sticker part sits at fixed positions. So:
   (the same for every sticker) and each sticker's slot query, over the dialogue's keys plus
   that sticker's own keys.
 The result equals running the full sequence per candidate (`StickerSelectorModel.forward`)
-up to float rounding; tests/test_fast_ranking.py checks it.
+up to float rounding; tests/test_fast_ranking.py checks it. The last layer itself is
+core.late_interaction's, the same code the training path (`cross_logits`) runs.
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .features import PairEncoder, dialogue_part_batch, sticker_part_ids
+from .late_interaction import LastLayerInputs, last_layer_at, last_layer_inputs, match_and_emotion_logits
 from .model import StickerSelectorModel
 from .sticker_bank import StickerBank
 
@@ -98,13 +99,6 @@ class StickerPartCache:
         self.dirty = False
 
 
-@dataclass
-class _LastLayerInputs:
-    keys: torch.Tensor      # (..., heads, S, d)
-    values: torch.Tensor    # (..., heads, S, d)
-    hidden: torch.Tensor    # (..., S, H) input of the last layer
-
-
 class LateInteractionRanker:
     """Scores (and emotion logits, and OCR reconstructions) of bank stickers for one dialogue.
 
@@ -119,16 +113,10 @@ class LateInteractionRanker:
         self.model, self.encoder, self.bank, self.batch_size = model, encoder, bank, batch_size
         self.cache = cache
         self.layers = model.bert.encoder.layer
-        self._split_heads = self.layers[-1].attention.self.split_heads  # (..., S, H) -> (..., heads, S, d)
         self.device = model.sticker_projection.weight.device
-        self._parts: dict[bool, _LastLayerInputs] = {}   # by mask_ocr
-        self._dialogue_cache: tuple[tuple[int, ...], _LastLayerInputs] | None = None
+        self._parts: dict[bool, LastLayerInputs] = {}   # by mask_ocr: keys (N, h, S, d)
+        self._dialogue_cache: tuple[tuple[int, ...], LastLayerInputs] | None = None
         self.refresh()
-
-    def _last_inputs(self, hidden: torch.Tensor) -> _LastLayerInputs:
-        attention = self.layers[-1].attention.self
-        return _LastLayerInputs(self._split_heads(attention.key(hidden)),
-                                self._split_heads(attention.value(hidden)), hidden)
 
     # stickers ---------------------------------------------------------------------------
     def _encode_parts(self, rows: list[int], mask_ocr: bool) -> torch.Tensor:
@@ -148,7 +136,7 @@ class LateInteractionRanker:
         return torch.stack([row.to(self.device) for row in found])                 # (n, S, H)
 
     @torch.inference_mode()
-    def _sticker_parts(self, mask_ocr: bool) -> _LastLayerInputs:
+    def _sticker_parts(self, mask_ocr: bool) -> LastLayerInputs:
         cached = self._parts.get(mask_ocr)
         done = 0 if cached is None else cached.hidden.shape[0]
         if done == len(self.bank.ids) and cached is not None:
@@ -158,10 +146,9 @@ class LateInteractionRanker:
                for i in range(0, len(rows), self.batch_size)]
         if self.cache:
             self.cache.save()
-        inputs = self._last_inputs(torch.cat(new))
+        inputs = last_layer_inputs(self.layers[-1], torch.cat(new))
         if cached is not None:
-            inputs = _LastLayerInputs(torch.cat([cached.keys, inputs.keys]), torch.cat([cached.values, inputs.values]),
-                                      torch.cat([cached.hidden, inputs.hidden]))
+            inputs = LastLayerInputs.cat(cached, inputs)
         self._parts[mask_ocr] = inputs
         return inputs
 
@@ -170,74 +157,37 @@ class LateInteractionRanker:
         self._sticker_parts(not self.model.config.ocr_in_inputs)
 
     # dialogue ---------------------------------------------------------------------------
-    def _dialogue(self, context_ids: list[int]) -> _LastLayerInputs:
+    def _dialogue(self, context_ids: list[int]) -> LastLayerInputs:
         key = tuple(context_ids)
         if self._dialogue_cache is not None and self._dialogue_cache[0] == key:
             return self._dialogue_cache[1]
         ids, mask = dialogue_part_batch(self.encoder, [list(key)])
         hidden = self.model.encode_dialogue_part(ids.to(self.device), mask.to(self.device))  # (1, n, H)
-        inputs = self._last_inputs(hidden[0])                                   # keys (h, n, d)
+        inputs = last_layer_inputs(self.layers[-1], hidden)                       # keys (1, h, n, d)
         self._dialogue_cache = (key, inputs)
         return inputs
 
-    def _last_layer(self, positions: torch.Tensor, parts: _LastLayerInputs, dialogue: _LastLayerInputs,
-                    rows: torch.Tensor) -> torch.Tensor:
-        """Last-layer outputs (R, Q, H) at Q query positions of each row's sequence.
-
-        positions: (Q,) indices into the sticker part; -1 is the dialogue's [CLS]."""
-        layer = self.layers[-1]
-        attention = layer.attention.self
-        sticker_hidden = parts.hidden[rows]                                      # (R, S, H)
-        cls = dialogue.hidden[0].expand(len(rows), 1, -1)                         # (R, 1, H)
-        residual = torch.cat([cls, sticker_hidden], 1)[:, positions + 1]          # (R, Q, H)
-        query = self._split_heads(attention.query(residual)) * attention.attention_head_size ** -0.5  # (R, h, Q, d)
-        r, h, q, d = query.shape
-        shared = query.transpose(0, 1).reshape(h, r * q, d)                     # (h, R*Q, d)
-        to_dialogue = (shared @ dialogue.keys.transpose(-1, -2)).view(h, r, q, -1).transpose(0, 1)  # (R, h, Q, n)
-        to_sticker = query @ parts.keys[rows].transpose(-1, -2)                  # (R, h, Q, S)
-        n = to_dialogue.shape[-1]
-        weights = torch.cat([to_dialogue, to_sticker], -1).softmax(-1)           # (R, h, Q, n+S)
-        from_dialogue = (weights[..., :n].transpose(0, 1).reshape(h, r * q, n) @ dialogue.values
-                         ).view(h, r, q, d).transpose(0, 1)                      # (R, h, Q, d)
-        context = from_dialogue + weights[..., n:] @ parts.values[rows]         # (R, h, Q, d)
-        context = context.transpose(1, 2).reshape(*residual.shape)              # (R, Q, H)
-        attended = layer.attention.output(context, residual)
-        return layer.output(layer.intermediate(attended), attended)              # (R, Q, H)
-
-    def _rows(self, rows) -> torch.Tensor:
+    def _rows(self, rows) -> torch.Tensor | None:  # None: every row, in order (no gather)
         if rows is None:
-            return torch.arange(len(self.bank.ids), device=self.device)
+            return None
         return torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
 
     @torch.inference_mode()
     def logits(self, context_ids: list[int], rows=None, with_emotions: bool = False):
         """(match logits (R, 2), emotion logits (R, E) or None) for bank rows (default: all)."""
-        config = self.model.config
-        parts = self._sticker_parts(not config.ocr_in_inputs)
-        rows = self._rows(rows)
-        dialogue = self._dialogue(context_ids)
-        use_sticker = config.match_pooling == "cls+sticker" or (with_emotions and self.model.emotion_head is not None)
-        positions = torch.tensor([-1, config.ocr_slots] if use_sticker else [-1], device=self.device)
-        out = self._last_layer(positions, parts, dialogue, rows)                 # (R, 1|2, H)
-        pooled = out[:, 0]
-        if config.match_pooling == "cls+sticker":
-            pooled = torch.cat([pooled, out[:, 1]], -1)                           # (R, 2H)
-        logits = self.model.match_head(pooled)                                   # (R, 2)
-        emotions = None
-        if with_emotions and self.model.emotion_head is not None:
-            emotions = self.model.emotion_head(out[:, 1])                        # (R, E)
-        return logits, emotions
+        parts = self._sticker_parts(not self.model.config.ocr_in_inputs).select(self._rows(rows))
+        logits, emotions = match_and_emotion_logits(self.model, self._dialogue(context_ids), parts,
+                                                    with_emotions=with_emotions)  # (1, R, 2), (1, R, E)
+        return logits[0], None if emotions is None else emotions[0]
 
     @torch.inference_mode()
     def masked_ocr_hidden(self, context_ids: list[int], rows) -> torch.Tensor:
         """Last-layer states (R, ocr_slots, H) at the OCR run, all [MASK] (the L_sem task)."""
-        parts = self._sticker_parts(True)
-        rows = self._rows(rows)
-        hidden = self.model.bert.config.hidden_size
-        if len(rows) == 0:
-            return torch.zeros(0, self.model.config.ocr_slots, hidden, device=self.device)
+        parts = self._sticker_parts(True).select(self._rows(rows))
+        if parts.hidden.shape[0] == 0:
+            return torch.zeros(0, self.model.config.ocr_slots, self.model.bert.config.hidden_size, device=self.device)
         positions = torch.arange(self.model.config.ocr_slots, device=self.device)
-        return self._last_layer(positions, parts, self._dialogue(context_ids), rows)
+        return last_layer_at(self.layers[-1], self._dialogue(context_ids), parts, positions)[0]  # (R, Q, H)
 
     @torch.inference_mode()
     def masked_ocr_logits(self, context_ids: list[int], rows) -> torch.Tensor:

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from .bert import Bert, BertSettings, padding_mask
 from .config import SelectorConfig
+from .late_interaction import (last_layer_inputs, late_interaction_masks, late_position_ids,  # noqa: F401
+                               match_and_emotion_logits)
 
 IGNORE_INDEX = -100
 
@@ -79,11 +81,8 @@ class StickerSelectorModel(nn.Module):
 
     def late_position_ids(self, token_type_ids: torch.Tensor) -> torch.Tensor:
         """Dialogue part 0, 1, ...; sticker part (token type 1) at the fixed last positions."""
-        dialogue = token_type_ids == 0
-        first_sticker = self.config.max_length - self.config.sticker_part_length
-        positions = torch.where(dialogue, dialogue.long().cumsum(1) - 1,
-                                first_sticker + (~dialogue).long().cumsum(1) - 1)
-        return positions.clamp(max=self.bert.config.max_position_embeddings - 1)  # (B, T)
+        return late_position_ids(token_type_ids, self.config.max_length, self.config.sticker_part_length,
+                                 self.bert.config.max_position_embeddings)  # (B, T)
 
     def _encode_late(self, inputs_embeds, token_type_ids, attention_mask):
         hidden = self.bert.embeddings(inputs_embeds=inputs_embeds, token_type_ids=token_type_ids,
@@ -114,10 +113,9 @@ class StickerSelectorModel(nn.Module):
         if match_labels is not None:
             losses["match"] = F.cross_entropy(match_logits, match_labels)
         if mlm_labels is not None:
-            losses["mlm"] = _mean_or_zero(mlm_logits, mlm_labels[mlm_labels != IGNORE_INDEX], hidden)
+            losses["mlm"] = masked_cross_entropy(mlm_logits, mlm_labels[mlm_labels != IGNORE_INDEX])
         if emotion_labels is not None and emotion_logits is not None:
-            keep = emotion_labels != IGNORE_INDEX
-            losses["emotion"] = _mean_or_zero(emotion_logits[keep], emotion_labels[keep], hidden)
+            losses["emotion"] = masked_cross_entropy(emotion_logits, emotion_labels)
         return SelectorOutput(match_logits, hidden, emotion_logits, mlm_logits, losses or None)
 
     # late interaction: the two parts apart, then every (dialogue, sticker) pair in one layer ----
@@ -150,41 +148,11 @@ class StickerSelectorModel(nn.Module):
 
         dialogue (B, n, H), dialogue_mask (B, n), sticker (C, S, H) from the encode_*_part
         methods -> match logits (B, C, 2) and emotion logits (B, C, E) or None. Equals the full
-        sequence of each pair (tests/test_fast_ranking.py), without attention-prob dropout."""
+        sequence of each pair (tests/test_fast_ranking.py), without attention-prob dropout
+        (core.late_interaction holds the layer, shared with core.fast_ranking)."""
         layer = self.bert.encoder.layer[-1]
-        attention = layer.attention.self
-        size, split = attention.attention_head_size, attention.split_heads  # (..., L, H) -> (..., heads, L, d)
-        keys_d, values_d = split(attention.key(dialogue)), split(attention.value(dialogue))  # (B, h, n, d)
-        keys_s, values_s = split(attention.key(sticker)), split(attention.value(sticker))    # (C, h, S, d)
-        padding = padding_mask(dialogue_mask, dialogue.dtype)[:, None, :, 0]               # (B, 1, 1, n)
-        n, c = dialogue.shape[1], sticker.shape[0]
-
-        def attend(query_d, query_s, residual):
-            """query_d: logits vs dialogue keys (B, C, h, n); query_s: vs sticker keys (B, C, h, S)."""
-            weights = torch.cat([query_d + padding, query_s], -1).softmax(-1)             # (B, C, h, n+S)
-            mixed = torch.einsum("bchn,bhnd->bchd", weights[..., :n], values_d) + \
-                torch.einsum("bchs,chsd->bchd", weights[..., n:], values_s)                  # (B, C, h, d)
-            mixed = mixed.reshape(*mixed.shape[:2], -1)                                     # (B, C, H)
-            attended = layer.attention.output(mixed, residual.expand_as(mixed))
-            return layer.output(layer.intermediate(attended), attended)                     # (B, C, H)
-
-        scale = size ** -0.5
-        cls_query = split(attention.query(dialogue[:, :1]))[:, :, 0] * scale               # (B, h, d)
-        to_dialogue = torch.einsum("bhd,bhnd->bhn", cls_query, keys_d)[:, None].expand(-1, c, -1, -1)
-        to_sticker = torch.einsum("bhd,chsd->bchs", cls_query, keys_s)
-        cls_out = attend(to_dialogue, to_sticker, dialogue[:, None, 0])                   # (B, C, H)
-        pooled, emotion_logits = cls_out, None
-        if self.config.match_pooling == "cls+sticker" or (compute_emotions and self.emotion_head is not None):
-            slot = self.config.ocr_slots
-            sticker_query = split(attention.query(sticker[:, slot:slot + 1]))[:, :, 0] * scale  # (C, h, d)
-            to_dialogue = torch.einsum("chd,bhnd->bchn", sticker_query, keys_d)
-            to_sticker = torch.einsum("chd,chsd->chs", sticker_query, keys_s)[None].expand(dialogue.shape[0], -1, -1, -1)
-            sticker_out = attend(to_dialogue, to_sticker, sticker[None, :, slot])          # (B, C, H)
-            if self.config.match_pooling == "cls+sticker":
-                pooled = torch.cat([cls_out, sticker_out], -1)                            # (B, C, 2H)
-            if compute_emotions and self.emotion_head is not None:
-                emotion_logits = self.emotion_head(sticker_out)                           # (B, C, E)
-        return self.match_head(pooled), emotion_logits
+        return match_and_emotion_logits(self, last_layer_inputs(layer, dialogue), last_layer_inputs(layer, sticker),
+                                        dialogue_mask, with_emotions=compute_emotions)
 
     def predict_masked(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token logits at given positions: hidden (B, T, H), positions (B, P) -> (B, P, V)."""
@@ -192,23 +160,10 @@ class StickerSelectorModel(nn.Module):
         return self.mlm_head(hidden[rows, positions])
 
 
-def late_interaction_masks(token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Additive masks (B, 1, T, T): `within` keeps attention inside the dialogue part (token
-    type 0) and inside the sticker part (type 1); `across` allows every real token."""
-    real = attention_mask.bool()                                           # (B, T)
-    part = token_type_ids
-    same_part = part[:, :, None] == part[:, None, :]                       # (B, T, T)
-    keys = real[:, None, :]                                                # (B, 1, T)
-    blocked = torch.finfo(dtype).min
-    zero = torch.zeros((), dtype=dtype, device=part.device)
-    within = torch.where(same_part & keys, zero, blocked)[:, None]
-    across = torch.where(keys.expand_as(same_part), zero, blocked)[:, None]
-    return within, across
-
-
-def _mean_or_zero(logits: torch.Tensor, labels: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy that is an exact 0 (still in the graph) when a batch has nothing to learn."""
-    if labels.numel() == 0:
-        return anchor.sum() * 0.0
-    return F.cross_entropy(logits, labels)
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the rows whose label is not IGNORE_INDEX: logits (N, K), labels (N,).
+    An exact 0 (still in the graph) when no row has a label. The one loss of the token and
+    emotion heads (core.tasks use it too)."""
+    if not (labels != IGNORE_INDEX).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
