@@ -1,4 +1,4 @@
-"""Tests for core/annotations.py and the demo.annotations CLI.
+"""Tests for core/annotations/ and the demo.annotations CLI.
 
 PostgreSQL variants run when ANNOTATIONS_TEST_PG_URL is set
 (``eval "$(bash .ci/postgres.sh)"``); each test gets its own schema.
@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from core import annotations as ann
+from core.annotations import store as ann
 from core.annotations import (
     LABELS,
     MIGRATIONS,
@@ -720,6 +722,28 @@ def test_extra_positives(tmp_path, sqlite_store):
     assert extra_positives(sqlite_store) == pos
     # evaluation looks samples up by the hash of their (raw) dialogue text
     assert dialogue_hash("  A: hi there!  \n\nB:  how are you?") in pos
+
+
+def test_extra_positives_module_is_callable_as_the_function(tmp_path, sqlite_store):
+    # ``core.annotations.extra_positives`` is both the submodule and (by the package's
+    # lazy re-export) the old function: calling the module calls the function
+    import core.annotations
+    import core.annotations.extra_positives as module
+
+    _populate(sqlite_store)
+    assert core.annotations.extra_positives is module is extra_positives
+    assert module(sqlite_store) == module.extra_positives(sqlite_store)
+    assert len(module(sqlite_store)) == 3
+
+
+def test_package_and_extra_positives_import_no_sqlalchemy():
+    # evaluation imports the extra positives without a database driver; the package
+    # re-exports its names lazily
+    code = ("import core.annotations.extra_positives, core.annotations, sys; "
+            "assert 'sqlalchemy' not in sys.modules")
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
 
 
 def test_export_import_postgres(pg_url, tmp_path):

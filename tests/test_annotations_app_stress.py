@@ -4,7 +4,7 @@ The server is a subprocess (``python -m demo`` on a tiny saved checkpoint, the s
 stickers, ``--annotations <tmp sqlite>``, ``--user-stickers off``, ``--ocr off``, a free
 port on 127.0.0.1).  CLIENTS threads, each with its own ``gradio_client.Client``, send N
 flags each to ``/flag`` (about 1 in 5 re-flags an earlier key with the other label, so the
-upsert is exercised) and log them in their own :class:`core.annotations.AckLog`: an
+upsert is exercised) and log them in their own :class:`tests.support.annotation_checks.AckLog`: an
 *intent* line before the call, an *ack* line only after ``/flag`` returned the stored
 record.  Then:
 
@@ -38,11 +38,12 @@ from pathlib import Path
 import gradio_client
 import pytest
 
-from core.annotations import LABELS, AckLog, AnnotationStore, check_acknowledged, dialogue_hash
+from core.annotations import LABELS, AnnotationStore, dialogue_hash
 from core.checkpoint import save_selector
 from core.dialogue import parse_dialogue
 from core.inference import StickerSelector
 from demo.user_stickers import load_starter_stickers
+from tests.support.annotation_checks import AckLog, check_acknowledged
 from tests.support.demo_server import free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow

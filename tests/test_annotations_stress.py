@@ -12,7 +12,7 @@ before ``flag()``, an *ack* line after it returned).  Then:
 
 Sizes: ANNOT_STRESS_N (flags per writer, default 40) and ANNOT_STRESS_PROCS
 (default 16).  Run with ``-s`` to see the figures.  The checker is
-:func:`core.annotations.check_acknowledged` (re-exported here), so the same
+:func:`tests.support.annotation_checks.check_acknowledged` (re-exported here), so the same
 check can be run on ack logs written by HTTP clients.
 
 Marked ``slow`` (each run takes 10-30 s on 2 busy cores, mostly spawning 16
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from core.annotations import LABELS, AckLog, AnnotationStore, check_acknowledged
+from core.annotations import LABELS, AnnotationStore
+from tests.support.annotation_checks import AckLog, check_acknowledged
 
 pytestmark = pytest.mark.slow
 
