@@ -1,18 +1,19 @@
-"""The multitask training objective: L = L_main + a L_ctx + b L_emo + c L_sem.
+"""The multitask training objective: L = sum over the configured tasks of weight * L_task.
 
-Passes per batch of B samples (each a dialogue + its gold sticker):
-- match:   B positive pairs + B pairs with one random other sticker (1:1), CE on [CLS];
-           the emotion head reads the sticker slot of the positive pairs.
-- ctx:     gold pair with 15% of dialogue tokens masked (80/10/10), CE on those tokens.
+`SelectorConfig.task_weights` names the tasks (core.tasks: "match", "ctx", "emotion", "sem" and
+any registered later) and their weights; the paper's L = L_main + 0.05 L_ctx + 0.2 L_emo +
+0.1 L_sem is the default. A task absent or at weight 0 is neither computed nor trained.
+
+Per batch of B samples (each a dialogue + its gold sticker) the objective draws one negative
+sticker per sample (`popularity_share` of them in proportion to how often a sticker is gold,
+the rest uniformly), then runs the tasks in registration order, each with the same `Step`:
+- match:   B positive pairs + B pairs with the drawn negatives, CE on [CLS] (core.tasks.matching;
+           match_loss="in_batch": the gold among the batch's stickers, late-interaction models);
+- emotion: the emotion head on the sticker slot of the gold pairs of the match pass;
+- ctx:     gold pair with 15% of dialogue tokens masked (80/10/10), CE on those tokens;
 - sem:     gold pair with the OCR run all [MASK]; reconstruct the OCR ids (stickers with text).
 With `ocr_in_inputs=False` (Appendix C ablation) the OCR run is all [MASK] in every pass.
-
-match_loss="in_batch" (late-interaction models only; not the paper): each dialogue is scored
-against every gold sticker of the batch plus `in_batch_negatives` stickers drawn like the
-negatives above (`popularity_share`), in one cross layer (StickerSelectorModel.cross_logits),
-and L_main is the cross-entropy of its gold among them. Many negatives per step, and with
-popularity-drawn negatives a sticker's base rate is no evidence by itself (the
-`core.prior` adds it back at ranking time).
+The returned dict has each task's loss by name and the weighted sum as "loss".
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .features import (EncodedPair, PairEncoder, collate_pairs, dialogue_part_batch, mask_context,
-                       ocr_labels_batch, sticker_part_ids)
-from .model import IGNORE_INDEX, StickerSelectorModel
+from .features import PairEncoder
+from .model import StickerSelectorModel
 from .sticker_bank import StickerBank
+from .tasks import TASKS, Step, active_tasks
 
 
 class ContextCache:
@@ -60,22 +61,12 @@ class MultitaskObjective(nn.Module):
         uniform = torch.full((len(pool),), 1.0 / len(pool))
         by_use = counts / counts.sum() if counts.sum() > 0 else uniform
         self.negative_weights = (1 - popularity_share) * uniform + popularity_share * by_use
-        if match_loss not in ("binary", "in_batch"):
-            raise ValueError(f"match_loss={match_loss!r}; expected 'binary' or 'in_batch'")
-        if match_loss == "in_batch" and not model.config.late_interaction:
-            raise ValueError("match_loss='in_batch' needs a late-interaction model (late_interaction=True)")
-        self.match_loss, self.in_batch_negatives = match_loss, in_batch_negatives
+        self.match_loss, self.in_batch_negatives = match_loss, in_batch_negatives  # (read by the match task)
         self.contexts = ContextCache(encoder)
-        self.protected_ids = sorted(encoder.special_ids)
-
-    def _pairs(self, contexts, rows, mask_ocr: bool) -> list[EncodedPair]:
-        return [self.encoder.build(ctx, self.bank.ocr_ids[r], mask_ocr=mask_ocr) for ctx, r in zip(contexts, rows)]
-
-    def _batch(self, pairs, rows) -> dict[str, torch.Tensor]:
-        batch = collate_pairs(pairs, self.encoder.pad_id)
-        batch["sticker_features"] = self.bank.features[torch.as_tensor(rows)]
-        device = self.model.sticker_projection.weight.device
-        return {k: v.to(device) for k, v in batch.items()}
+        weights = model.config.task_weights
+        self.task_weights = {name: float(weights[name]) for name in active_tasks(weights)}
+        self.tasks = [TASKS[name](self) for name in self.task_weights]  # run in this order
+        self.wanted = frozenset(extra for task in self.tasks for extra in task.reads)
 
     def negatives(self, gold_rows: list[int], generator: torch.Generator) -> list[int]:
         rows = []
@@ -89,80 +80,23 @@ class MultitaskObjective(nn.Module):
         return rows
 
     def forward(self, samples: Sequence[dict], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        config = self.model.config
         contexts = [self.contexts(s) for s in samples]
         gold = [self.bank.position(s["sticker_id"]) for s in samples]
-        negative = self.negatives(gold, generator)
-        mask_ocr_inputs = not config.ocr_in_inputs
-        device = self.model.sticker_projection.weight.device
-
-        # match (+ emotion of the gold pairs)
-        if self.match_loss == "in_batch":
-            match_loss, gold_emotion_logits = self._in_batch_match(contexts, gold, generator)
-        else:
-            pairs = self._pairs(contexts + contexts, gold + negative, mask_ocr_inputs)
-            batch = self._batch(pairs, gold + negative)
-            labels = torch.tensor([1] * len(gold) + [0] * len(negative), device=device)
-            out = self.model(**batch, match_labels=labels, compute_emotions=config.use_emo)
-            match_loss = out.losses["match"]
-            gold_emotion_logits = None if out.emotion_logits is None else out.emotion_logits[: len(gold)]
-        losses = {"match": match_loss}
-        total = losses["match"]
-        if config.use_emo and gold_emotion_logits is not None:
-            emotion = torch.tensor([self._emotion_label(s, r) for s, r in zip(samples, gold)], device=device)
-            logits = gold_emotion_logits
-            keep = emotion != IGNORE_INDEX
-            losses["emotion"] = (nn.functional.cross_entropy(logits[keep], emotion[keep]) if keep.any()
-                                 else logits.sum() * 0.0)
-            total = total + config.emo_weight * losses["emotion"]
-
-        if config.use_ctx:
-            pairs = self._pairs(contexts, gold, mask_ocr_inputs)
-            batch = self._batch(pairs, gold)
-            batch["input_ids"], mlm_labels = mask_context(
-                batch["input_ids"].cpu(), pairs, config.mask_probability, self.encoder.mask_id,
-                self.model.bert.config.vocab_size, generator, self.protected_ids)
-            batch["input_ids"] = batch["input_ids"].to(device)
-            out = self.model(**batch, mlm_labels=mlm_labels.to(device), compute_emotions=False)
-            losses["ctx"] = out.losses["mlm"]
-            total = total + config.ctx_weight * losses["ctx"]
-
-        if config.use_sem:
-            with_text = [i for i, r in enumerate(gold) if self.bank.ocr_ids[r]]
-            if with_text:
-                rows = [gold[i] for i in with_text]
-                pairs = self._pairs([contexts[i] for i in with_text], rows, mask_ocr=True)
-                batch = self._batch(pairs, rows)
-                sem_labels = ocr_labels_batch(pairs, batch["input_ids"].shape[1]).to(device)
-                out = self.model(**batch, mlm_labels=sem_labels, compute_emotions=False)
-                losses["sem"] = out.losses["mlm"]
-            else:
-                losses["sem"] = total * 0.0
-            total = total + config.sem_weight * losses["sem"]
+        negative = self.negatives(gold, generator)  # drawn first, whatever the tasks: a fixed draw order
+        step = Step(samples, contexts, gold, negative, generator, self.model.sticker_projection.weight.device,
+                    mask_ocr_inputs=not self.model.config.ocr_in_inputs, wanted=self.wanted)
+        losses: dict[str, torch.Tensor] = {}
+        total = None
+        for task in self.tasks:
+            out = dict(task(step))
+            loss = out.pop(task.name, None)
+            step.shared.update(out)  # extras for the tasks after it
+            if loss is None:         # nothing to learn for this task here (e.g. no emotion head)
+                continue
+            losses[task.name] = loss
+            weighted = self.task_weights[task.name] * loss
+            total = weighted if total is None else total + weighted
+        if total is None:
+            raise RuntimeError(f"no task gave a loss (tasks {list(self.task_weights)})")
         losses["loss"] = total
         return losses
-
-    def _in_batch_match(self, contexts: list[list[int]], gold: list[int], generator: torch.Generator):
-        """CE of each dialogue's gold among the batch's gold stickers + drawn negatives."""
-        model, device = self.model, self.model.sticker_projection.weight.device
-        drawn = torch.multinomial(self.negative_weights, self.in_batch_negatives, replacement=True,
-                                  generator=generator) if self.in_batch_negatives else torch.zeros(0, dtype=torch.long)
-        rows = list(dict.fromkeys(gold + [int(self.negative_rows[i]) for i in drawn]))  # unique, golds first
-        column = {r: i for i, r in enumerate(rows)}
-        ids, mask = dialogue_part_batch(self.encoder, contexts)
-        mask_ocr = not model.config.ocr_in_inputs
-        sticker_ids = torch.tensor([sticker_part_ids(self.encoder, self.bank.ocr_ids[r], mask_ocr) for r in rows])
-        ids, mask, sticker_ids = ids.to(device), mask.to(device), sticker_ids.to(device)
-        dialogue = model.encode_dialogue_part(ids, mask)                           # (B, n, H)
-        sticker = model.encode_sticker_part(sticker_ids, self.bank.features[rows].to(device))  # (C, S, H)
-        logits, emotions = model.cross_logits(dialogue, mask, sticker, compute_emotions=model.config.use_emo)
-        targets = torch.tensor([column[g] for g in gold], device=device)
-        loss = nn.functional.cross_entropy(logits[..., 1], targets)               # over the C stickers
-        gold_emotions = None if emotions is None else emotions[torch.arange(len(gold), device=device), targets]
-        return loss, gold_emotions
-
-    def _emotion_label(self, sample: dict, gold_row: int) -> int:
-        label = sample.get("emotion_id", -1)
-        if label is not None and label >= 0:
-            return int(label)
-        return int(self.bank.emotion_labels[gold_row])

@@ -101,9 +101,7 @@ def test_objective_runs_each_preset(preset):
     enc = PairEncoder(tok, model.config)
     objective = MultitaskObjective(model, enc, bank(enc))
     losses = objective(samples(), torch.Generator().manual_seed(0))
-    expected = {"match", "loss"} | ({"ctx"} if model.config.use_ctx else set()) | \
-        ({"emotion"} if model.config.use_emo else set()) | ({"sem"} if model.config.use_sem else set())
-    assert set(losses) == expected
+    assert set(losses) == {"loss"} | set(PRESETS[preset]["task_weights"])
     losses["loss"].backward()
     grad = model.sticker_projection.weight.grad
     assert grad is not None and torch.isfinite(grad).all()
@@ -116,7 +114,7 @@ def test_in_batch_objective_on_a_late_interaction_model(preset):
     objective = MultitaskObjective(model, enc, bank(enc), match_loss="in_batch", in_batch_negatives=3)
     losses = objective(samples(5), torch.Generator().manual_seed(0))
     assert torch.isfinite(losses["loss"]) and losses["match"] > 0
-    assert ("emotion" in losses) == model.config.use_emo
+    assert ("emotion" in losses) == (model.config.task_weight("emotion") > 0)
     losses["loss"].backward()
     assert torch.isfinite(model.sticker_projection.weight.grad).all()
     assert model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
@@ -140,7 +138,7 @@ def test_in_batch_loss_is_the_gold_cross_entropy_among_the_batch_stickers():
 
 
 def test_loss_weights_combine_as_configured():
-    model, tok = tiny(ctx_weight=0.5, emo_weight=0.25, sem_weight=2.0)
+    model, tok = tiny(task_weights={"match": 1.0, "ctx": 0.5, "emotion": 0.25, "sem": 2.0})
     model.eval()  # no dropout: the same batch gives the same parts
     enc = PairEncoder(tok, model.config)
     losses = MultitaskObjective(model, enc, bank(enc))(samples(), torch.Generator().manual_seed(1))
