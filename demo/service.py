@@ -27,7 +27,10 @@ __all__ = [
     "RankOutcome",
     "SALIENCY_METHODS",
     "StickerInfo",
+    "UploadReading",
     "load_examples",
+    "rank_in",
+    "ranked_to_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +77,12 @@ class Example:
     split: str = "demo"
     sample_id: str | None = None
 
+    @property
+    def loaded_note(self) -> str:
+        """The line shown when the example is loaded."""
+        gold = f"; gold sticker {self.gold_id} is marked ★." if self.gold_id else "."
+        return f"Loaded {self.split.replace('_', ' ')} example{gold}"
+
 
 @dataclass
 class RankOutcome:
@@ -88,6 +97,55 @@ class RankOutcome:
 
     def rank_of(self, sticker_id: str) -> int | None:
         return next((r.rank for r in self.ranked if r.sticker_id == sticker_id), None)
+
+    @property
+    def top_id(self) -> str | None:
+        return self.ranked[0].sticker_id if self.ranked else None
+
+    def summary(self) -> str:
+        """``"Ranked N stickers for speaker A's last turn; gold sticker X is at rank R."``"""
+        n = len(self.ranked)
+        gold = f"; gold sticker {self.gold_id} is at rank {self.rank_of(self.gold_id)}." if self.gold_id else "."
+        return f"Ranked {n} sticker{'s' if n != 1 else ''} for speaker {self.parsed.sender}'s last turn{gold}"
+
+
+@dataclass
+class UploadReading:
+    """An uploaded image checked and read: its first frame and the text OCR found on it."""
+
+    image: Any  # PIL image (first frame)
+    text: str
+    engine: str  # the OCR engine used, "off" or "none installed"
+    problem: str | None = None  # why OCR failed (the user types the text instead)
+
+    @property
+    def note(self) -> str:
+        if self.problem:
+            return self.problem
+        if self.engine in ("off", "none installed"):
+            return f"Text reading is {self.engine}: type the text on the sticker (if any)."
+        return f"Text read by {self.engine}: “{self.text or 'no text found'}”. Edit it if needed, then add the sticker."
+
+
+def ranked_to_json(ranked: Sequence[Any]) -> list[dict[str, Any]]:
+    """JSON-friendly ranking (``core.inference.RankedSticker`` list): one dict per candidate, best first."""
+    return [{
+        "sticker_id": r.sticker_id,
+        "rank": int(r.rank),
+        "score": round(float(r.score), 6),
+        "prior": round(float(r.prior), 6),
+        "text": round(float(r.text), 6),
+        "probability": round(float(r.probability), 6),
+        "emotions": [{"emotion": str(name), "probability": round(float(p), 6)} for name, p in r.emotions],
+        "semantic_label": str(r.semantic_label),
+        "ocr": str(r.ocr),
+        "name": str(r.name_label),
+    } for r in ranked]
+
+
+def rank_in(ranking: Sequence[dict] | None, sticker_id: str | None) -> dict | None:
+    """The row of ``sticker_id`` in a :func:`ranked_to_json` ranking (None when absent)."""
+    return next((r for r in ranking or [] if r["sticker_id"] == sticker_id), None)
 
 
 BUILTIN_EXAMPLES: tuple[Example, ...] = (
@@ -171,6 +229,18 @@ class DemoService:
                 str(sticker.image_path) if sticker.image_path else None,
                 "user" if sticker_id.startswith("user-") else "data")
         return self._info[sticker_id]
+
+    def static_dirs(self, extra: Iterable[str | Path] = ()) -> list[str]:
+        """Directories the web server may serve images from: ``extra``, every sticker image's
+        directory and the user sticker directory."""
+        dirs = {Path(d).resolve() for d in extra}
+        for sid in self.sticker_ids():
+            path = self.info(sid).image_path
+            if path:
+                dirs.add(Path(path).resolve().parent)
+        if self.user_stickers is not None:
+            dirs.add(Path(self.user_stickers.image_dir).resolve())
+        return sorted(str(d) for d in dirs)
 
     def sticker_choices(self) -> list[tuple[str, str]]:
         """(label, id) pairs for dropdowns."""
@@ -282,6 +352,41 @@ class DemoService:
     @property
     def can_add(self) -> bool:
         return self.user_stickers is not None
+
+    def user_sticker_tiles(self) -> list[tuple[str, str]]:
+        """(image path, caption) of every user sticker; empty when adding is off or the store is unreadable."""
+        if self.user_stickers is None:
+            return []
+        try:
+            stickers = self.user_stickers.stickers()
+        except Exception as exc:  # noqa: BLE001 - a broken store must not break the page
+            logger.warning("cannot list user stickers: %s", exc)
+            return []
+        return [(str(s.image_path), f"{s.sticker_id} · {s.name_label or s.ocr or ''}") for s in stickers]
+
+    def preview_upload(self, file_path: str | Path) -> Any:
+        """The first frame of an uploaded image (PIL), checked like a sticker to add."""
+        from core.images import StickerImageError, load_sticker_image
+
+        try:
+            path = self._checked_upload(file_path)
+            return load_sticker_image(path, name=path.name)
+        except (DemoError, StickerImageError) as exc:
+            raise DemoError(f"Not a usable image: {exc}") from None
+
+    def read_upload(self, file_path: str | Path, engine: str | None = None,
+                    progress: ProgressFn | None = None) -> UploadReading:
+        """Check an upload (:class:`DemoError` when it is not a usable image) and read its text;
+        an OCR failure is reported in ``problem`` (the preview is still good)."""
+        image = self.preview_upload(file_path)
+        if progress is not None:
+            progress(0.2, desc="reading the text (OCR)")
+        try:
+            text, used = self.read_text(file_path, engine=engine)
+        except DemoError as exc:
+            logger.info("upload %s: %s", Path(file_path).name, exc)
+            return UploadReading(image, "", "failed", str(exc))
+        return UploadReading(image, text, used)
 
     def read_text(self, file_path: str | Path | None, engine: str | None = None) -> tuple[str, str]:
         """(OCR text, engine used) for an uploaded file; ("", reason) when OCR is off."""
