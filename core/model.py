@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from .bert import Bert, BertSettings, padding_mask
 from .config import SelectorConfig
-from .late_interaction import (last_layer_inputs, late_interaction_masks, late_position_ids,  # noqa: F401
+from .late_interaction import (last_layer_inputs, late_interaction_masks, late_position_ids,
                                match_and_emotion_logits)
 
 IGNORE_INDEX = -100

@@ -5,6 +5,8 @@
 - "in_batch" (late-interaction models only; not the paper): each dialogue is scored against
   every gold sticker of the batch plus `in_batch_negatives` drawn stickers, in one cross layer
   (StickerSelectorModel.cross_logits), and the loss is the cross-entropy of its gold among them.
+  Many negatives per step; with popularity-drawn negatives a sticker's base rate is no evidence
+  by itself (core.prior adds it back at ranking time).
 
 Both can also return the emotion logits of the gold pairs (read by the emotion task).
 """
