@@ -39,9 +39,7 @@ import gradio_client
 import pytest
 
 from core.annotations import LABELS, AnnotationStore, dialogue_hash
-from core.checkpoint import save_selector
 from core.dialogue import parse_dialogue
-from core.inference import StickerSelector
 from demo.user_stickers import load_starter_stickers
 from tests.support.annotation_checks import AckLog, check_acknowledged
 from tests.support.demo_server import free_port, wait_until_serving
@@ -231,11 +229,8 @@ def _figures(title: str, run: dict, report: dict, server: Server) -> str:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("app-stress") / "model"
-    selector = StickerSelector.tiny_random(load_starter_stickers()[:8])
-    save_selector(path, selector.model, selector.tokenizer)
-    return path
+def model_dir(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_app_flags_from_concurrent_clients_are_stored_once(model_dir, tmp_path):

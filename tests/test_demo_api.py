@@ -17,7 +17,7 @@ gradio_client = pytest.importorskip("gradio_client")
 inference = pytest.importorskip("core.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
-from demo.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
+from demo.user_stickers import UserStickerStore  # noqa: E402
 from tests.support.demo_server import running_demo, starter_kwargs  # noqa: E402
 
 DIALOGUE = "A: 你还没睡吗\nB: 还在加班呢\nA: 好困啊，我去睡了 good night"
@@ -28,9 +28,9 @@ def _client(url: str, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, make_tiny_selector):
     tmp = tmp_path_factory.mktemp("demo_api")
-    selector = inference.StickerSelector.tiny_random(load_starter_stickers(), seed=0)
+    selector = make_tiny_selector()
     store = AnnotationStore(tmp / "annotations.sqlite")
     with running_demo(selector, annotations=store, user_stickers=UserStickerStore(tmp / "user"),
                       ocr_engine=None, **starter_kwargs()) as running:
@@ -128,8 +128,8 @@ def test_flag_errors_keep_the_server_up(client):
     assert client.predict("hi", "random10", api_name="/rank")
 
 
-def test_login_required_flags_as_the_logged_in_user(tmp_path):
-    selector = inference.StickerSelector.tiny_random(load_starter_stickers()[:12], seed=1)
+def test_login_required_flags_as_the_logged_in_user(tmp_path, make_tiny_selector):
+    selector = make_tiny_selector(n=12, seed=1)
     store = AnnotationStore(tmp_path / "a.sqlite")
     with running_demo(selector, annotations=store, auth=[("ann", "pw1")], ocr_engine=None) as running:
         with pytest.raises(Exception):  # noqa: B017 - no credentials: the client cannot even connect

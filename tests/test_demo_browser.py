@@ -24,7 +24,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 inference = pytest.importorskip("core.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
-from demo.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
+from demo.user_stickers import UserStickerStore  # noqa: E402
 from tests.support.demo_server import CJK_FONT, running_demo, starter_kwargs, write_text_sticker  # noqa: E402
 
 TIMEOUT_MS = 60_000
@@ -32,9 +32,9 @@ sync_api.expect.set_options(timeout=TIMEOUT_MS)  # the default 5 s is too short 
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, make_tiny_selector):
     tmp = tmp_path_factory.mktemp("demo_browser")
-    selector = inference.StickerSelector.tiny_random(load_starter_stickers(), seed=0)
+    selector = make_tiny_selector()
     store = AnnotationStore(tmp / "annotations.sqlite")
     with running_demo(selector, annotations=store, user_stickers=UserStickerStore(tmp / "user"),
                       **starter_kwargs()) as running:

@@ -12,8 +12,6 @@ import pytest
 inference = pytest.importorskip("core.inference")
 gradio_client = pytest.importorskip("gradio_client")
 
-from core.checkpoint import save_selector  # noqa: E402
-from demo.user_stickers import load_starter_stickers  # noqa: E402
 from tests.support.demo_server import free_port, wait_until_serving  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,13 +24,11 @@ def test_import_starts_nothing():
 
 
 @pytest.mark.slow  # a second Python process imports torch + gradio (~20 s on 2 cores)
-def test_python_m_demo_serves_the_api(tmp_path):
-    selector = inference.StickerSelector.tiny_random(load_starter_stickers()[:8])
-    save_selector(tmp_path / "model", selector.model, selector.tokenizer)
+def test_python_m_demo_serves_the_api(tmp_path, tiny_checkpoint):
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "demo", "--port", str(port), "--checkpoint", str(tmp_path / "model"), "--starter",
+        [sys.executable, "-m", "demo", "--port", str(port), "--checkpoint", str(tiny_checkpoint), "--starter",
          "--annotations", str(tmp_path / "a.sqlite"), "--user-stickers", str(tmp_path / "user"), "--ocr", "off"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -11,15 +11,15 @@ from PIL import Image
 inference = pytest.importorskip("core.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
-from demo.user_stickers import UserStickerStore, load_starter_stickers  # noqa: E402
+from demo.user_stickers import UserStickerStore  # noqa: E402
 from demo.launcher import AuthFileError, build_parser, load_parts, parse_auth_file  # noqa: E402
 from demo.service import DemoError, DemoService  # noqa: E402
 from tests.support.mini_mod import make_mini_mod  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def selector():
-    return inference.StickerSelector.tiny_random(load_starter_stickers()[:16], seed=0)
+@pytest.fixture
+def selector(tiny_selector):
+    return tiny_selector
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_random10_includes_gold_of_loaded_example(selector):
     assert service.gold_for(service.parse(example.text), example.key) == (None, example)  # built-ins: no gold
 
 
-def test_load_parts_with_mod_layout_data(tmp_path):
+def test_load_parts_with_mod_layout_data(tmp_path, make_tiny_selector):
     data = make_mini_mod(tmp_path / "mod", n_dialogues=30)
     args = build_parser().parse_args(["--data", str(data), "--annotations", str(tmp_path / "a.sqlite"),
                                       "--user-stickers", str(tmp_path / "user")])
@@ -124,7 +124,7 @@ def test_load_parts_with_mod_layout_data(tmp_path):
     assert "012" in parts.data_note
     assert parts.examples and all(e.gold_id in ids for e in parts.examples)
     assert {e.split for e in parts.examples} <= {"easy_test", "hard_test"}
-    selector = inference.StickerSelector.tiny_random(parts.stickers)
+    selector = make_tiny_selector(parts.stickers)
     service = DemoService(selector, examples=parts.examples)
     example = parts.examples[0]
     outcome = service.rank(example.text, mode="random10", example_key=example.key)

@@ -3,20 +3,19 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import Sticker, load_stickers
+from core.data import Sticker
 from core.evaluation import score_candidates
 from core.fast_ranking import LateInteractionRanker, StickerPartCache, model_fingerprint
 from core.features import dialogue_part_batch, sticker_part_ids
 from core.inference import StickerSelector
 from core.model import late_interaction_masks
-from tests.support.mini_mod import make_mini_mod
 
 DIALOGUE = ["你好呀", "今天天气真好", "哈哈哈谢谢"]
 
 
 @pytest.fixture(scope="module")
-def stickers(tmp_path_factory):
-    return load_stickers(make_mini_mod(tmp_path_factory.mktemp("mini") / "mod"))
+def stickers(mini_stickers):
+    return mini_stickers
 
 
 def exhaustive_logits(selector, context):
@@ -76,8 +75,8 @@ def test_dialogue_part_ignores_the_sticker_below_the_last_layer():
     assert not (across[0, 0][:, 5] == 0).any() and (across[0, 0][:, :5] == 0).all()
 
 
-def test_paper_model_is_refused(stickers):
-    selector = StickerSelector.tiny_random(stickers)
+def test_paper_model_is_refused(mini_selector):
+    selector = mini_selector
     assert selector.fast is None
     with pytest.raises(ValueError, match="late_interaction"):
         LateInteractionRanker(selector.model, selector.encoder, selector.bank)

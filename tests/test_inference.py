@@ -4,15 +4,12 @@ import math
 import pytest
 from PIL import Image
 
-from core.data import Sticker, UnknownStickerError, load_stickers
-from core.inference import StickerSelector
-from tests.support.mini_mod import make_mini_mod
+from core.data import Sticker, UnknownStickerError
 
 
 @pytest.fixture(scope="module")
-def selector(tmp_path_factory):
-    root = make_mini_mod(tmp_path_factory.mktemp("mini") / "mod")
-    return StickerSelector.tiny_random(load_stickers(root))
+def selector(make_tiny_selector, mini_stickers):
+    return make_tiny_selector(mini_stickers)
 
 
 def test_rank_all_and_subset(selector):

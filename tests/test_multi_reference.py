@@ -137,12 +137,12 @@ def mod(mini):
 
 
 @pytest.fixture(scope="module")
-def service(mod, tmp_path_factory):
+def service(mod, tmp_path_factory, make_tiny_selector):
     """The demo's real flagging path (DemoService) over the mini stickers."""
-    inference = pytest.importorskip("core.inference")
+    pytest.importorskip("core.inference")
     from demo.service import DemoService, load_examples
 
-    selector = inference.StickerSelector.tiny_random([s for s in mod.stickers if s.has_image])
+    selector = make_tiny_selector([s for s in mod.stickers if s.has_image])
     store = AnnotationStore(tmp_path_factory.mktemp("flags") / "flags.sqlite")
     return DemoService(selector, examples=load_examples(mod), annotations=store, ocr_engine=None)
 

@@ -94,8 +94,8 @@ def mini(tmp_path_factory):
     return make_mini_mod(tmp_path_factory.mktemp("mini") / "mod", n_dialogues=16)
 
 
-def test_selector_adds_the_text_share_to_each_score(mini):
-    selector = StickerSelector.tiny_random(load_stickers(mini))
+def test_selector_adds_the_text_share_to_each_score(mini, mini_selector):
+    selector = mini_selector
     dialogue = ["你好呀", "今天天气真好"]
     plain = {r.sticker_id: r.score for r in selector.rank(dialogue, semantic_top_k=0)}
     scorer, _ = random_scorer(weight=2.0)
