@@ -343,3 +343,11 @@ class CachedEncoder:
             self.embedded += len(order)
             self._save(cache)
         return torch.stack([cache[k] for k in keys]) if keys else torch.zeros(0, 0)
+
+
+def cached_sentence_encoder(name: str, cache_dir: str | Path | None) -> CachedEncoder:
+    """The frozen sentence encoder `name` (loaded on first need) with the per-text cache in `cache_dir`."""
+    from .frozen_text import safe_name, sentence_encoder
+
+    path = None if cache_dir is None else Path(cache_dir) / f"embeddings-{safe_name(name)[-40:]}.safetensors"
+    return CachedEncoder(lambda: sentence_encoder(name, max_length=128), name, path, lazy=True)

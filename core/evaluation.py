@@ -6,28 +6,21 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .features import PairEncoder, collate_pairs
+from .features import PairEncoder
 from .metrics import (PopularityRanker, candidate_sets, paired_comparison, prediction_diversity, rank_of, recall_mrr,
                       summarize)
 from .model import StickerSelectorModel
 from .sticker_bank import StickerBank
 
 
-@torch.inference_mode()
 def score_candidates(model: StickerSelectorModel, encoder: PairEncoder, bank: StickerBank,
                      context_ids: list[int], rows: Sequence[int], batch_size: int = 64) -> torch.Tensor:
-    """Cross-encoder scores (positive-class logit) of one dialogue against bank rows: (len(rows),)."""
-    mask_ocr = not model.config.ocr_in_inputs
-    device = model.sticker_projection.weight.device
-    scores = []
-    for start in range(0, len(rows), batch_size):
-        chunk = list(rows[start:start + batch_size])
-        pairs = [encoder.build(context_ids, bank.ocr_ids[r], mask_ocr=mask_ocr) for r in chunk]
-        batch = collate_pairs(pairs, encoder.pad_id)
-        batch["sticker_features"] = bank.features[torch.as_tensor(chunk)]
-        batch = {k: v.to(device) for k, v in batch.items()}
-        scores.append(model(**batch, compute_emotions=False).scores.float().cpu())
-    return torch.cat(scores) if scores else torch.zeros(0)
+    """Cross-encoder scores (positive-class logit) of one dialogue against bank rows, one full
+    sequence per pair (the reference the fast path is tested against): (len(rows),)."""
+    from .scoring import SelectorScorer
+
+    scorer = SelectorScorer(model, encoder, bank, exhaustive=True, batch_size=batch_size)
+    return scorer.cross_logits(context_ids, list(rows))[0][:, 1]
 
 
 def sticker_normalized(score_fn: Callable[[dict, list[str]], Sequence[float]], reference_samples: Sequence[dict],
@@ -139,24 +132,35 @@ def evaluate(score_fn, samples: Sequence[dict], pool: Sequence[str], train_gold_
         result["popularity"]["diversity_all"] = prediction_diversity(pop_top1)
     result["pool_size"] = len(pool)
     if extras is not None:
-        rng = random.Random(seed + 1)  # own tie-breaking stream: the single-gold ranks stay as they are
-        m10 = [multi_reference_rank(scores10[i], sets10[i], gold[i], extras[i], ranks10[i], rng)
-               for i in range(n)]
-        p10 = [multi_reference_rank(popularity.scores(sets10[i]), sets10[i], gold[i], extras[i], pop10[i], rng)
-               for i in range(n)]
-        m_all = p_all = None
+        whole = None
         if all_indices:
-            m_all = [multi_reference_rank([cache[i][c] for c in pool], pool, gold[i], extras[i], ranks_all[j], rng)
-                     for j, i in enumerate(all_indices)]
-            pool_pop = popularity.scores(pool)
-            p_all = [multi_reference_rank(pool_pop, pool, gold[i], extras[i], pop_all[j], rng)
-                     for j, i in enumerate(all_indices)]
-        result["multi_reference"] = multi_reference_summary(
-            m10, m_all, ranks10, ranks_all if all_indices else None, extras, sets10, all_indices, pool)
-        result["multi_reference"]["popularity"] = multi_reference_summary(
-            p10, p_all, pop10, pop_all if all_indices else None, extras, sets10, all_indices, pool,
-            counts=False)
+            whole = (all_indices, [[cache[i][c] for c in pool] for i in all_indices], ranks_all, pop_all)
+        result["multi_reference"] = _multi_reference(extras, gold, sets10, scores10, ranks10, pop10, popularity,
+                                                     pool, whole, seed)
     return result
+
+
+def _multi_reference(extras, gold, sets10, scores10, ranks10, pop10, popularity, pool, whole, seed) -> dict:
+    """The "multi_reference" block of :func:`evaluate`: ranks where gold + extra positives count, on the
+    same candidate sets and scores (whole: (indices, their whole-pool scores, ranks, popularity ranks) or None)."""
+    rng = random.Random(seed + 1)  # own tie-breaking stream: the single-gold ranks stay as they are
+    n = len(gold)
+    m10 = [multi_reference_rank(scores10[i], sets10[i], gold[i], extras[i], ranks10[i], rng) for i in range(n)]
+    p10 = [multi_reference_rank(popularity.scores(sets10[i]), sets10[i], gold[i], extras[i], pop10[i], rng)
+           for i in range(n)]
+    m_all = p_all = ranks_all = pop_all = None
+    all_indices = []
+    if whole is not None:
+        all_indices, whole_scores, ranks_all, pop_all = whole
+        m_all = [multi_reference_rank(whole_scores[j], pool, gold[i], extras[i], ranks_all[j], rng)
+                 for j, i in enumerate(all_indices)]
+        pool_pop = popularity.scores(pool)
+        p_all = [multi_reference_rank(pool_pop, pool, gold[i], extras[i], pop_all[j], rng)
+                 for j, i in enumerate(all_indices)]
+    summary = multi_reference_summary(m10, m_all, ranks10, ranks_all, extras, sets10, all_indices, pool)
+    summary["popularity"] = multi_reference_summary(p10, p_all, pop10, pop_all, extras, sets10, all_indices, pool,
+                                                    counts=False)
+    return summary
 
 
 def _check_extra_positives(extra_positives, gold: Sequence[str]) -> list[set[str]] | None:

@@ -127,12 +127,16 @@ def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.
 
 
 def pair_batch(encoder: PairEncoder, bank, contexts: Sequence[list[int]], rows: Sequence[int], *,
-               mask_ocr: bool, device: torch.device | str = "cpu") -> tuple[list[EncodedPair], dict[str, torch.Tensor]]:
+               mask_ocr: bool, device: torch.device | str = "cpu", pairs: Sequence[EncodedPair] | None = None
+               ) -> tuple[list[EncodedPair], dict[str, torch.Tensor]]:
     """The one builder of cross-encoder inputs: pair i is (contexts[i], sticker bank row rows[i]).
-    Returns the pairs (their positions, for the heads that read them) and the batch on `device`."""
+    Returns the pairs (their positions, for the heads that read them) and the batch on `device`.
+    `pairs`: already built pairs of those rows (e.g. with some tokens changed), batched as they are."""
     if len(contexts) != len(rows):
         raise ValueError(f"pair_batch got {len(contexts)} contexts for {len(rows)} sticker rows")
-    pairs = [encoder.build(context, bank.ocr_ids[row], mask_ocr=mask_ocr) for context, row in zip(contexts, rows)]
+    if pairs is None:
+        pairs = [encoder.build(context, bank.ocr_ids[row], mask_ocr=mask_ocr) for context, row in zip(contexts, rows)]
+    pairs = list(pairs)
     batch = collate_pairs(pairs, encoder.pad_id)
     batch["sticker_features"] = bank.features[torch.as_tensor(list(rows), dtype=torch.long)]
     return pairs, {k: v.to(device) for k, v in batch.items()}

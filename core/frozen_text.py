@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,6 +31,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 TEXT_SCORER_CONFIG = "text_scorer.json"
 TEXT_SCORER_WEIGHTS = "text_scorer.safetensors"
@@ -40,6 +44,11 @@ Encode = Callable[[list[str]], torch.Tensor]  # texts -> (N, H) unit vectors
 def dialogue_text(texts: Sequence[str], turns: int, max_chars: int = 200) -> str:
     """The last `turns` turns, one per line, at most `max_chars` characters (the most recent kept)."""
     return "\n".join(list(texts)[-turns:])[-max_chars:]
+
+
+def safe_name(text: str) -> str:
+    """`text` (an encoder name, hub id or path) usable inside a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def sticker_text(sticker, which: str) -> str:
@@ -323,3 +332,63 @@ class TextScorer:
             bilinear.sticker_map.copy_(tensors["sticker_map"])
         return cls(config, bilinear, tensors["dialogue_mean"], tensors["dialogue_covariance"], encode, directory,
                    tensors["prototypes"])
+
+
+# the frozen-embedding baseline's training (train.frozen_text, train.text_scorer) -----------------
+def frozen_embedder(name: str, texts_for_vocab: list[str]):
+    """texts -> (N, H) unit vectors, from a frozen encoder ('tiny': a random one over the texts' characters)."""
+    if name != "tiny":
+        return sentence_encoder(name, max_length=128)
+    from .backbone import tiny_backbone
+    from .e5 import sentence_embeddings
+
+    model, tokenizer = tiny_backbone(texts_for_vocab, seed=0)
+    return lambda texts: sentence_embeddings(model.eval(), tokenizer, texts, max_length=128)
+
+
+def embed_splits(encoder: str, turns: int, which: str, rows: dict[str, list[dict]], stickers: list,
+                 cache_dir: str | Path) -> dict[str, torch.Tensor]:
+    """Sentence embeddings of exactly `rows` (per split, in order) and of `stickers`, cached in `cache_dir`
+    under a digest of every text embedded (another data set or option never reuses them)."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    texts = {split: [dialogue_text(r["texts"], turns) for r in split_rows] for split, split_rows in rows.items()}
+    sticker_texts = [sticker_text(s, which) for s in stickers]
+    digest = hashlib.sha256(json.dumps([encoder, texts, sticker_texts], ensure_ascii=False).encode())
+    output = Path(cache_dir)
+    path = output / f"embeddings-{safe_name(encoder)[-40:]}-{digest.hexdigest()[:16]}.safetensors"
+    if path.exists():
+        return load_file(str(path))
+    embed = frozen_embedder(encoder, [t for v in texts.values() for t in v] + sticker_texts)
+    started = time.time()
+    tensors = {split: embed(split_texts) for split, split_texts in texts.items()}
+    tensors["stickers"] = embed(sticker_texts)
+    log.info("embedded %d dialogues and %d stickers in %.0f s", sum(len(v) for v in texts.values()),
+             len(stickers), time.time() - started)
+    output.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return tensors
+
+
+def train_bilinear(vectors: dict[str, torch.Tensor], gold_rows: torch.Tensor, *, seed: int, rank: int = 32,
+                   temperature: float = 0.05, epochs: int = 30, batch_size: int = 64, lr: float = 1e-3,
+                   weight_decay: float = 0.1) -> FrozenTextBilinear:
+    """The bilinear map trained in-batch on vectors["train"] (dialogues) against vectors["stickers"];
+    gold_rows: each training dialogue's sticker row."""
+    from .training import epoch_order
+
+    torch.manual_seed(seed)
+    model = FrozenTextBilinear(vectors["stickers"].shape[1], rank, temperature)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n = len(gold_rows)
+    for epoch in range(epochs):
+        order = epoch_order(n, seed, epoch)
+        for start in range(0, n, batch_size):
+            batch = torch.tensor(order[start:start + batch_size])
+            loss = model.in_batch_loss(vectors["train"][batch], vectors["stickers"], gold_rows[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()

@@ -15,10 +15,10 @@ import torch
 
 from .checkpoint import load_selector
 from .data import Sticker, Turn, UnknownStickerError
-from .features import PairEncoder, collate_pairs
+from .features import PairEncoder, pair_batch
 from .image_encoder import FeatureCache, create_image_encoder
 from .model import StickerSelectorModel
-from .prior import StickerPrior
+from .scoring import SelectorScorer, load_scoring_parts
 from .sticker_bank import StickerBank, build_sticker_bank, semantic_text
 
 Progress = Callable[[float, str], None]
@@ -70,18 +70,31 @@ class StickerSelector:
         self.bank: StickerBank = build_sticker_bank(self._stickers.values(), self.features, self.encoder,
                                                     model.config.semantic_source)
         self.model_version = model_version
-        self.prior = prior  # core.prior.StickerPrior or None: score + w * log(1 + training count)
-        self.text_scorer = text_scorer  # core.frozen_text.TextScorer or None: score + beta * text z-score
-        self._text_vectors = None       # (bank size, H): the text scorer's sticker embeddings
-        if text_scorer is not None:
-            self._text_vectors = text_scorer.sticker_vectors([self._stickers[i] for i in self.bank.ids])
         self.device = next(model.parameters()).device
-        self.fast = None  # exact one-layer ranking of every sticker (late-interaction models)
-        if model.config.late_interaction:
-            from .fast_ranking import LateInteractionRanker, StickerPartCache, model_fingerprint
+        part_cache = None
+        if model.config.late_interaction and part_cache_path:
+            from .fast_ranking import StickerPartCache, model_fingerprint
 
-            cache = StickerPartCache(part_cache_path, model_fingerprint(model)) if part_cache_path else None
-            self.fast = LateInteractionRanker(self.model, self.encoder, self.bank, cache=cache)
+            part_cache = StickerPartCache(part_cache_path, model_fingerprint(model))
+        # the one scoring path (core.scoring): cross-encoder + text scorer + popularity prior
+        self.scorer = SelectorScorer(model, self.encoder, self.bank, text_scorer=text_scorer, prior=prior,
+                                     stickers=self._stickers, part_cache=part_cache)
+
+    @property
+    def fast(self):  # exact one-layer ranking of every sticker (late-interaction models), or None
+        return self.scorer.fast
+
+    @property
+    def prior(self):  # core.prior.StickerPrior or None: score + w * log(1 + training count)
+        return self.scorer.prior
+
+    @prior.setter
+    def prior(self, prior) -> None:
+        self.scorer.prior = prior
+
+    @property
+    def text_scorer(self):  # core.frozen_text.TextScorer or None: score + its share
+        return self.scorer.text_scorer
 
     # construction -------------------------------------------------------------------------
     @classmethod
@@ -89,18 +102,18 @@ class StickerSelector:
              feature_cache_path: str | Path | None = None,
              part_cache_path: str | Path | None = None) -> "StickerSelector":
         """checkpoint None: the default model shipped in assets/. The two cache files (image
-        features; sticker parts of a late-interaction model) make later starts faster. A
-        checkpoint's popularity prior and text scorer (train.fit_prior, train.text_scorer) are used."""
-        from .frozen_text import TextScorer
+        features; sticker parts of a late-interaction model) make later starts faster. The
+        checkpoint's popularity prior and text scorer (the files its config records) are used."""
         if checkpoint is None:
             from assets import DEFAULT_MODEL_DIR
 
             checkpoint = DEFAULT_MODEL_DIR
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer = load_selector(checkpoint, device=device)
+        prior, text_scorer = load_scoring_parts(checkpoint, model.config)
         return cls(model, tokenizer, stickers or [], feature_cache_path=feature_cache_path,
-                   model_version=checkpoint_version(checkpoint), prior=StickerPrior.load(checkpoint),
-                   part_cache_path=part_cache_path, text_scorer=TextScorer.load(checkpoint))
+                   model_version=checkpoint_version(checkpoint), prior=prior,
+                   part_cache_path=part_cache_path, text_scorer=text_scorer)
 
     @classmethod
     def tiny_random(cls, stickers, seed: int = 0, **overrides) -> "StickerSelector":
@@ -139,11 +152,10 @@ class StickerSelector:
                 raise ValueError(f"sticker {sticker.sticker_id!r} has no image")
             image = load_sticker_image(sticker.image_path)
         feature = self.features.encode([image])[0]
-        text_vector = self.text_scorer.sticker_vectors([sticker]) if self.text_scorer is not None else None
+        text_vector = self.scorer.text_vector(sticker)  # before the bank changes: encoding may fail
         self.bank.add(sticker.sticker_id, feature, semantic_text(sticker, self.model.config.semantic_source),
                       self.encoder)
-        if text_vector is not None:
-            self._text_vectors = torch.cat([self._text_vectors, text_vector])
+        self.scorer.sticker_added(text_vector)
         self._stickers[sticker.sticker_id] = sticker
 
     # ranking -------------------------------------------------------------------------------
@@ -156,36 +168,16 @@ class StickerSelector:
         speakers, texts = _turns(turns)
         return self.encoder.context_ids(speakers, texts)
 
-    @torch.inference_mode()
     def _score(self, context: list[int], rows: list[int], batch_size: int = 64, progress: Progress | None = None,
                exhaustive: bool = False):
-        """(scores, match probabilities, emotion probabilities) of bank rows. A late-interaction
-        model uses the fast path unless `exhaustive` (one full sequence per sticker, same result)."""
-        if self.fast is not None and not exhaustive:
-            logits, emotion_logits = self.fast.logits(context, rows, with_emotions=True)
-            if progress:
-                progress(1.0, "scoring stickers")
-            emotions = emotion_logits.float().softmax(-1).cpu() if emotion_logits is not None else None
-            return logits[:, 1].float().cpu(), logits.float().softmax(-1)[:, 1].cpu(), emotions
-        mask_ocr = not self.model.config.ocr_in_inputs
-        scores, probs, emotions = [], [], []
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            pairs = [self.encoder.build(context, self.bank.ocr_ids[r], mask_ocr=mask_ocr) for r in chunk]
-            batch = self._batch(pairs, chunk)
-            out = self.model(**batch)
-            scores.append(out.scores.float().cpu())
-            probs.append(out.match_logits.float().softmax(-1)[:, 1].cpu())
-            if out.emotion_logits is not None:
-                emotions.append(out.emotion_logits.float().softmax(-1).cpu())
-            if progress:
-                progress(min(1.0, (start + len(chunk)) / len(rows)), "scoring stickers")
-        return torch.cat(scores), torch.cat(probs), (torch.cat(emotions) if emotions else None)
+        """(positive-class logits, match probabilities, emotion probabilities or None) of bank rows:
+        the cross-encoder alone."""
+        logits, emotions = self.scorer.cross_logits(context, rows, True, progress, exhaustive)
+        return logits[:, 1], logits.softmax(-1)[:, 1], (None if emotions is None else emotions.softmax(-1))
 
-    def _batch(self, pairs, rows) -> dict[str, torch.Tensor]:
-        batch = collate_pairs(pairs, self.encoder.pad_id)
-        batch["sticker_features"] = self.bank.features[torch.as_tensor(rows)]
-        return {k: v.to(self.device) for k, v in batch.items()}
+    def _batch(self, pairs, rows) -> dict[str, torch.Tensor]:  # (tests) the batch of already built pairs
+        return pair_batch(self.encoder, self.bank, [[]] * len(rows), rows, mask_ocr=False, device=self.device,
+                          pairs=pairs)[1]
 
     @torch.inference_mode()
     def semantic_labels(self, context: list[int], rows: list[int], exhaustive: bool = False) -> list[str]:
@@ -204,8 +196,8 @@ class StickerSelector:
             predicted[keep] = tokens
             predicted = predicted.cpu()                                                # (B, S)
         else:
-            pairs = [self.encoder.build(context, self.bank.ocr_ids[r], mask_ocr=True) for r in rows]
-            batch = self._batch(pairs, rows)
+            pairs, batch = pair_batch(self.encoder, self.bank, [context] * len(rows), rows, mask_ocr=True,
+                                      device=self.device)
             hidden = self.model.encode(**batch)                                       # (B, T, H)
             positions = torch.tensor([p.ocr_positions for p in pairs], device=self.device)  # (B, S)
             predicted = self.model.predict_masked(hidden, positions).argmax(-1).cpu()  # (B, S)
@@ -222,22 +214,14 @@ class StickerSelector:
 
         exhaustive: one full sequence per sticker even when the model has the fast path (the
         same ranking, slower; for benchmarks)."""
-        context = self.context_ids(turns)
+        speakers, texts = _turns(turns)
+        context = self.encoder.context_ids(speakers, texts)
         rows = self._rows(candidate_ids)
         if not rows:
             raise ValueError("no candidate stickers to rank")
-        scores, probs, emotions = self._score(context, rows, progress=progress, exhaustive=exhaustive)
-        texts = [0.0] * len(rows)
-        if self.text_scorer is not None:
-            dialogue = self.text_scorer.dialogue_vectors([_turns(turns)[1]])                # (1, H)
-            texts = self.text_scorer.scores(dialogue, self._text_vectors[torch.as_tensor(rows)],
-                                            [self.bank.ids[r] for r in rows])[0].tolist()
-            scores = self.text_scorer.config.cross_weight * scores + torch.tensor(texts)
-        priors = [0.0] * len(rows)
-        if self.prior is not None and self.prior.weight:
-            ids = [self.bank.ids[r] for r in rows]
-            priors = [self.prior.weight * self.prior.log_prior(i) for i in ids]
-            scores = torch.tensor(self.prior.adjust(ids, scores.tolist()))
+        parts = self.scorer.score(speakers, texts, rows, with_emotions=True, progress=progress, exhaustive=exhaustive)
+        scores, probs, emotions = parts.total, parts.probability, parts.emotions
+        text_shares, priors = parts.text.tolist(), parts.prior.tolist()
         order = scores.argsort(descending=True).tolist()
         top_k = len(order) if semantic_top_k is None else semantic_top_k
         labels = self.semantic_labels(context, [rows[i] for i in order[:top_k]], exhaustive=exhaustive)
@@ -254,7 +238,7 @@ class StickerSelector:
                 emotions=top3, semantic_label=labels[rank - 1] if rank <= len(labels) else "",
                 ocr=sticker.ocr, name_label=sticker.name_label,
                 image_path=str(sticker.image_path) if sticker.image_path else None, prior=float(priors[i]),
-                text=float(texts[i])))
+                text=float(text_shares[i])))
         return ranked
 
     # saliency ------------------------------------------------------------------------------
@@ -274,8 +258,8 @@ class StickerSelector:
             raise ValueError(f"method={method!r}; expected 'gradient' or 'integrated_gradients'")
         context = self.context_ids(turns)
         row = self.bank.position(str(sticker_id))
-        pair = self.encoder.build(context, self.bank.ocr_ids[row], mask_ocr=not self.model.config.ocr_in_inputs)
-        batch = self._batch([pair], [row])
+        (pair,), batch = pair_batch(self.encoder, self.bank, [context], [row],
+                                    mask_ocr=not self.model.config.ocr_in_inputs, device=self.device)
         embeds = self.model.input_embeddings(batch["input_ids"], batch["sticker_features"],
                                              batch["sticker_positions"]).detach()     # (1, T, H)
         calls = {"n": 0}

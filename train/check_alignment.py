@@ -22,14 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from core.alignment import DEFAULT_WINDOW, MIN_TURNS, CachedEncoder, check_dialogues
+from core.alignment import DEFAULT_WINDOW, MIN_TURNS, cached_sentence_encoder, check_dialogues
 from core.data import load_dialogues, load_stickers
 
 from .cli import add_sticker_ids_argument, parse_entry_args
-from .paths import REPO, default_data_dir, print_and_write_json, safe_name
+from .paths import alignment_cache_dir, default_data_dir, print_and_write_json
 
 log = logging.getLogger("train.check_alignment")
-DEFAULT_CACHE_DIR = REPO / "runs" / "alignment"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,22 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cached_encoder(name: str, cache_dir: str | Path | None) -> CachedEncoder:
-    """The frozen sentence encoder `name` (loaded on first need) with the per-text cache in `cache_dir`."""
-    from core.frozen_text import sentence_encoder
-
-    path = None if cache_dir is None else Path(cache_dir) / f"embeddings-{safe_name(name)[-40:]}.safetensors"
-    return CachedEncoder(lambda: sentence_encoder(name, max_length=128), name, path, lazy=True)
-
-
 def run(args) -> dict:
     data_dir = Path(args.data) if args.data else default_data_dir()
     path = Path(args.dialogues) if args.dialogues else data_dir / "dialogues.json"
     stickers = load_stickers(data_dir)
     dialogues, report = load_dialogues(path, stickers, on_error="skip", sticker_ids=args.sticker_ids)
     log.info("%s: %s", path, report.summary())
-    cache = None if args.cache == "off" else (args.cache or DEFAULT_CACHE_DIR)
-    encode = cached_encoder(args.encoder, cache)
+    cache = None if args.cache == "off" else (args.cache or alignment_cache_dir())
+    encode = cached_sentence_encoder(args.encoder, cache)
     started = time.time()
     result = check_dialogues(dialogues, stickers, encode, context_turns=args.turns, window=args.window,
                              min_turns=args.min_turns)

@@ -35,18 +35,11 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from core.annotations import ExtraPositives, load_extra_positives
-from core.checkpoint import load_selector
 from core.data import load_mod, samples_from_file
-from core.evaluation import evaluate, score_candidates, sticker_normalized
-from core.features import PairEncoder
-from core.frozen_text import TextScorer
-from core.image_encoder import FeatureCache, create_image_encoder
-from core.prior import StickerPrior
-from core.sticker_bank import build_sticker_bank
+from core.evaluation import evaluate, sticker_normalized
+from core.scoring import SHARES, SelectorScorer, load_scorer
 
 from .cli import add_sticker_ids_argument, dialogue_numberings, parse_entry_args
 from .paths import DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache, print_and_write_json
@@ -68,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotation export (python -m demo.annotations export): accepted stickers also count "
                         "as hits; adds multi_reference metrics")
     p.add_argument("--output", help="write the JSON here too")
+    p.add_argument("--scores-output", metavar="FILE.jsonl",
+                   help="also write each scored sample's shipped score of every sticker (JSON lines: split, "
+                        "sample_id, gold, speakers, texts, scores) for error analysis")
     p.add_argument("--feature-cache", help="safetensors file caching image features")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--exhaustive", action="store_true",
@@ -84,146 +80,106 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def summed(first, second, first_weight: float = 1.0):
-    """The pair scorer whose scores are first_weight * first's plus second's."""
-    return lambda sample, candidates: [first_weight * a + b
-                                       for a, b in zip(first(sample, candidates), second(sample, candidates))]
-
-
-def text_pair_scorer(text_scorer, stickers: dict, samples: list[dict] = ()):
-    """The text scorer's share of each pair's score, sticker embeddings cached; the dialogues of
-    `samples` are embedded up front, in batches (others one at a time, when first scored)."""
-    vectors: dict[str, torch.Tensor] = {}
-    dialogues: dict[str, torch.Tensor] = {}
-    samples = list(samples)
-    for start in range(0, len(samples), 256):
-        chunk = samples[start:start + 256]
-        dialogues.update(zip((tuple(s["texts"]) for s in chunk), text_scorer.dialogue_vectors([s["texts"] for s in chunk])))
-
-    def score(sample: dict, candidates: list[str]) -> list[float]:
-        missing = [c for c in dict.fromkeys(candidates) if c not in vectors]
-        if missing:
-            vectors.update(zip(missing, text_scorer.sticker_vectors([stickers[c] for c in missing])))
-        key = tuple(sample["texts"])
-        dialogue = dialogues[key][None] if key in dialogues else text_scorer.dialogue_vectors([sample["texts"]])  # (1, H)
-        return text_scorer.scores(dialogue, torch.stack([vectors[c] for c in candidates]), candidates)[0].tolist()
-    return score
-
-
-def make_scorer(model, encoder, bank, batch_size: int, exhaustive: bool = False, text_scorer=None,
-                stickers: dict | None = None):
-    """Pair scores; a late-interaction model uses the exact fast path unless `exhaustive`. With a
-    text scorer (core.frozen_text.TextScorer; `stickers`: id -> Sticker) its share is added."""
-    if text_scorer is not None:
-        return summed(make_scorer(model, encoder, bank, batch_size, exhaustive), text_pair_scorer(text_scorer, stickers),
-                      text_scorer.config.cross_weight)
-    fast = None
-    if model.config.late_interaction and not exhaustive:
-        from core.fast_ranking import LateInteractionRanker
-
-        fast = LateInteractionRanker(model, encoder, bank)
-
-    def score(sample: dict, candidates: list[str]) -> list[float]:
-        context = encoder.context_ids(sample["speakers"], sample["texts"])
-        rows = [bank.position(c) for c in candidates]
-        if fast is not None:
-            return fast.logits(context, rows)[0][:, 1].float().cpu().tolist()
-        return score_candidates(model, encoder, bank, context, rows, batch_size).tolist()
-    return score
-
-
-def memoized(score_fn):
-    """Caches pair scores by (sample, sticker id): a second evaluation of the same pairs is free. A sample is
-    known by its id and its turns, so two files' samples that share an id never share scores."""
-    cache: dict[tuple, float] = {}
-
-    def score(sample: dict, candidates: list[str]) -> list[float]:
-        key = (str(sample["sample_id"]), tuple(sample.get("speakers", ())), tuple(sample["texts"]))
-        missing = [c for c in candidates if (key, c) not in cache]
-        if missing:
-            cache.update({(key, c): v for c, v in zip(missing, score_fn(sample, missing))})
-        return [cache[(key, c)] for c in candidates]
-
-    return score
-
-
-def run(args) -> dict:
-    data_dir = Path(args.data) if args.data else default_data_dir()
-    model, tokenizer = load_selector(args.checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
-    encoder = PairEncoder(tokenizer, model.config)
-    split_ids, file_ids = dialogue_numberings(args)
-    # the training split fits the popularity floor
-    mod = load_mod(data_dir, seed=args.split_seed, sticker_ids=split_ids)
-    train_gold = [r["sticker_id"] for r in mod.splits["train"]]
-    image_encoder = create_image_encoder(model.config.image_encoder)
-    cache = FeatureCache(image_encoder, args.feature_cache or default_feature_cache(image_encoder.name))
-    bank = build_sticker_bank(mod.stickers, cache, encoder, model.config.semantic_source)
+def split_samples_to_score(args, mod, data_dir: Path, file_ids: str) -> dict[str, list[dict]]:
+    """{name: samples}: the --dialogues file's, or DIR's easy and hard test splits."""
     if args.dialogues:
-        named = {"dialogues": samples_from_file(args.dialogues, mod.stickers, sticker_ids=file_ids)}
-    else:
-        named = {split: [dict(r) for r in mod.splits[split]] for split in ("easy_test", "hard_test")}
-    scored = [s for samples in named.values() for s in samples]
-    reference = []
-    if args.reference_contexts:
-        import random
+        return {"dialogues": samples_from_file(args.dialogues, mod.stickers, sticker_ids=file_ids)}
+    return {split: [dict(r) for r in mod.splits[split]] for split in ("easy_test", "hard_test")}
 
-        train_rows = [dict(r) for r in mod.splits["train"]]
-        reference = random.Random(args.seed).sample(train_rows, min(args.reference_contexts, len(train_rows)))
-    stickers = {s.sticker_id: s for s in mod.stickers}
-    text = TextScorer.load(args.checkpoint)
-    cross_scorer = memoized(make_scorer(model, encoder, bank, args.batch_size, args.exhaustive))
-    raw_scorer = cross_scorer
-    if text is not None:
-        raw_scorer = summed(cross_scorer, memoized(text_pair_scorer(text, stickers, scored + reference)),
-                            text.config.cross_weight)
-    prior = StickerPrior.load(args.checkpoint)
-    scorer = raw_scorer if prior is None else (lambda s, c: prior.adjust(c, raw_scorer(s, c)))
-    extra = load_extra_positives(args.extra_positives) if args.extra_positives else None
-    normalized = sticker_normalized(raw_scorer, reference, bank.ids) if reference else None
-    zero_shot = None
+
+def variant_scorers(args, scorer: SelectorScorer, mod, reference: list[dict], scored: list[dict]) -> dict:
+    """The views reported beside the shipped score: {key: (pair scorer, extra keys)}; every view of
+    the selector shares one pair cache, so no pair is scored twice."""
+    cache: dict = {}
+    variants = {}
+    if scorer.prior is not None:
+        variants["without_prior"] = (scorer.pair_scorer(("cross", "text"), cache), {})
+    if scorer.text_scorer is not None:  # the cross-encoder alone
+        variants["cross_encoder_alone"] = (scorer.pair_scorer(("cross",), cache), {})
     if args.zero_shot != "none":
         from core.frozen_text import zero_shot_text_scorer
 
         floor = zero_shot_text_scorer([r["texts"] for r in mod.split_rows["train"]], args.zero_shot)
-        zero_shot = memoized(text_pair_scorer(floor, stickers, scored))
+        zero_shot = SelectorScorer(None, None, scorer.bank, text_scorer=floor,
+                                   stickers={s.sticker_id: s for s in mod.stickers})
+        zero_shot.prepare_dialogues([s["texts"] for s in scored])
+        variants["zero_shot"] = (zero_shot.pair_scorer(("text",)), {"encoder": args.zero_shot})
+    if reference:  # the raw pair scores are cached: only the reference dialogues are new
+        normalized = sticker_normalized(scorer.pair_scorer(("cross", "text"), cache), reference, scorer.bank.ids)
+        variants["sticker_normalized"] = (normalized, {"reference_contexts": len(reference)})
+    return {"shipped": scorer.pair_scorer(SHARES, cache), **variants}
+
+
+def reference_samples(args, mod) -> list[dict]:
+    """The seeded training dialogues each sticker's scores are standardised over (sticker_normalized)."""
+    if not args.reference_contexts:
+        return []
+    import random
+
+    train_rows = [dict(r) for r in mod.splits["train"]]
+    return random.Random(args.seed).sample(train_rows, min(args.reference_contexts, len(train_rows)))
+
+
+def write_scores(path: str, scorer: SelectorScorer, named: dict[str, list[dict]], score_fn) -> None:
+    """JSON lines: each scored sample's shipped score of every sticker of the bank."""
+    import json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for name, samples in named.items():
+            for sample in samples:
+                scores = score_fn(sample, scorer.bank.ids)
+                handle.write(json.dumps({"split": name, "sample_id": sample["sample_id"], "gold": sample["sticker_id"],
+                                         "speakers": sample["speakers"], "texts": sample["texts"],
+                                         "scores": dict(zip(scorer.bank.ids, scores))}, ensure_ascii=False) + "\n")
+
+
+def run(args) -> dict:
+    data_dir = Path(args.data) if args.data else default_data_dir()
+    split_ids, file_ids = dialogue_numberings(args)
+    mod = load_mod(data_dir, seed=args.split_seed, sticker_ids=split_ids)  # its training split: the popularity floor
+    train_gold = [r["sticker_id"] for r in mod.splits["train"]]
+    scorer = load_scorer(args.checkpoint, mod.stickers, feature_cache=args.feature_cache or default_feature_cache,
+                         exhaustive=args.exhaustive, batch_size=args.batch_size)
+    named = split_samples_to_score(args, mod, data_dir, file_ids)
+    scored = [s for samples in named.values() for s in samples]
+    reference = reference_samples(args, mod)
+    scorer.prepare_dialogues([s["texts"] for s in scored + reference])
+    views = variant_scorers(args, scorer, mod, reference, scored)
+    shipped = views.pop("shipped")
+    extra = None
+    if args.extra_positives:  # (the annotation store's SQLAlchemy is imported only here)
+        from core.annotations.extra_positives import load_extra_positives
+
+        extra = load_extra_positives(args.extra_positives)
     results = {}
     for name, samples in named.items():
         if not samples:
             raise SystemExit(f"no scorable samples in {name} ({args.dialogues or data_dir})")
+        options = dict(seed=args.seed, candidates=args.candidates, all_limit=args.all_limit)
         bar = tqdm(total=len(samples), desc=f"score {name}", file=sys.stderr)
-        results[name] = evaluate(scorer, samples, bank.ids, train_gold, seed=args.seed,
-                                 candidates=args.candidates, all_limit=args.all_limit,
-                                 progress=lambda i, n: bar.update(1),
-                                 extra_positives=extra.for_samples(samples) if extra else None)
+        results[name] = evaluate(shipped, samples, scorer.bank.ids, train_gold, progress=lambda i, n: bar.update(1),
+                                 extra_positives=extra.for_samples(samples) if extra else None, **options)
         bar.close()
-        if prior is not None:  # the same pair scores without the prior (cached: no new model calls)
-            results[name]["prior_weight"] = prior.weight
-            results[name]["without_prior"] = evaluate(raw_scorer, samples, bank.ids, train_gold, seed=args.seed,
-                                                      candidates=args.candidates, all_limit=args.all_limit)
-        if text is not None:  # the cross-encoder alone (cached)
-            results[name]["text_weight"] = text.config.weight
-            results[name]["cross_encoder_alone"] = evaluate(cross_scorer, samples, bank.ids, train_gold,
-                                                            seed=args.seed, candidates=args.candidates,
-                                                            all_limit=args.all_limit)
-        if zero_shot is not None:
-            results[name]["zero_shot"] = evaluate(zero_shot, samples, bank.ids, train_gold, seed=args.seed,
-                                                  candidates=args.candidates, all_limit=args.all_limit)
-            results[name]["zero_shot"]["encoder"] = args.zero_shot
-        if normalized is not None:  # also cached raw scores: only the reference dialogues are new
-            results[name]["sticker_normalized"] = evaluate(normalized, samples, bank.ids, train_gold, seed=args.seed,
-                                                           candidates=args.candidates, all_limit=args.all_limit)
-            results[name]["sticker_normalized"]["reference_contexts"] = len(reference)
+        if scorer.prior is not None:
+            results[name]["prior_weight"] = scorer.prior.weight
+        if scorer.text_scorer is not None:
+            results[name]["text_weight"] = scorer.text_scorer.config.weight
+        for key, (view, extra_keys) in views.items():
+            results[name][key] = {**evaluate(view, samples, scorer.bank.ids, train_gold, **options), **extra_keys}
+    if args.scores_output:
+        write_scores(args.scores_output, scorer, named, shipped)
     result = results["dialogues"] if args.dialogues else results
     if extra is not None:
-        result["extra_positives"] = extra_positives_report(extra, [s for v in named.values() for s in v])
+        result["extra_positives"] = extra_positives_report(extra, scored)
     return result
 
 
-def extra_positives_report(extra: ExtraPositives, samples: list[dict]) -> dict:
+def extra_positives_report(extra, samples: list[dict]) -> dict:
     """What the export held and how many of its dialogues matched a scored sample (an export
     dialogue that matches nothing was flagged on another dialogue, or on text that differs)."""
     ids = {str(s["sample_id"]) for s in samples}
-    hashes = {ExtraPositives.sample_hash(s) for s in samples} if extra.by_hash else set()
+    hashes = {extra.sample_hash(s) for s in samples} if extra.by_hash else set()
     return {"export": extra.source, "dialogues_with_accepted": extra.n_dialogues, "accepted_pairs": extra.n_pairs,
             "matched_by_sample_id": len(ids & set(extra.by_sample_id)),
             "matched_by_dialogue_hash": len(hashes & set(extra.by_hash)),

@@ -13,17 +13,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from core.checkpoint import load_selector
 from core.data import load_mod
-from core.features import PairEncoder
-from core.frozen_text import TextScorer
-from core.image_encoder import FeatureCache, create_image_encoder
 from core.metrics import candidate_sets
-from core.prior import StickerPrior, fit_weight
-from core.sticker_bank import build_sticker_bank
+from core.prior import PRIOR_FILE, StickerPrior, fit_weight
+from core.scoring import load_scorer, record_scoring_file
 
 from .cli import add_sticker_ids_argument
-from .evaluate import make_scorer
 from .paths import default_data_dir, default_feature_cache
 
 
@@ -39,23 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    model, tokenizer = load_selector(args.checkpoint)
-    encoder = PairEncoder(tokenizer, model.config)
     mod = load_mod(Path(args.data) if args.data else default_data_dir(), seed=args.split_seed,
                    sticker_ids=args.sticker_ids)
-    image_encoder = create_image_encoder(model.config.image_encoder)
-    bank = build_sticker_bank(mod.stickers, FeatureCache(image_encoder, default_feature_cache(image_encoder.name)),
-                              encoder, model.config.semantic_source)
+    selector = load_scorer(args.checkpoint, mod.stickers, feature_cache=default_feature_cache, with_prior=False)
+    bank = selector.bank
     counts = dict(Counter(r["sticker_id"] for r in mod.splits["train"]))
     valid = [dict(r) for r in mod.splits["valid"]]
     gold = [s["sticker_id"] for s in valid]
     sets = candidate_sets(gold, bank.ids, 10, args.seed)
-    scorer = make_scorer(model, encoder, bank, 64, text_scorer=TextScorer.load(args.checkpoint),
-                         stickers={s.sticker_id: s for s in mod.stickers})
+    scorer = selector.pair_scorer(("cross", "text"))
     scores = [scorer(s, c) for s, c in zip(valid, sets)]
     known = [s for s in bank.ids if s not in set(mod.split_info.never_in_train)]  # the training candidates
     weight, table = fit_weight(counts, sets, scores, gold, known=known)
     StickerPrior(counts, weight, known).save(args.checkpoint)
+    record_scoring_file(args.checkpoint, "prior", PRIOR_FILE)
     result = {"weight": weight, "valid_MRR10_by_weight": table, "n_valid": len(valid)}
     print(json.dumps(result, indent=2))
     return result

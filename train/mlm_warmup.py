@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 from core.checkpoint import save_selector
 from core.features import mask_context
 from core.model import IGNORE_INDEX
+from core.training import seeded_generator
 
 from .paths import shared_data_dir
-from .trainer import build_model, parse_args as parse_train_args, prepare_data, seeded_generator
+from .options import build_model, parse_args as parse_train_args, prepare_data
 
 log = logging.getLogger("train.mlm_warmup")
 

