@@ -724,22 +724,10 @@ def test_extra_positives(tmp_path, sqlite_store):
     assert dialogue_hash("  A: hi there!  \n\nB:  how are you?") in pos
 
 
-def test_extra_positives_module_is_callable_as_the_function(tmp_path, sqlite_store):
-    # ``core.annotations.extra_positives`` is both the submodule and (by the package's
-    # lazy re-export) the old function: calling the module calls the function
-    import core.annotations
-    import core.annotations.extra_positives as module
-
-    _populate(sqlite_store)
-    assert core.annotations.extra_positives is module is extra_positives
-    assert module(sqlite_store) == module.extra_positives(sqlite_store)
-    assert len(module(sqlite_store)) == 3
-
-
 def test_package_and_extra_positives_import_no_sqlalchemy():
     # evaluation imports the extra positives without a database driver; the package
     # re-exports its names lazily
-    code = ("import core.annotations.extra_positives, core.annotations, sys; "
+    code = ("import core.annotations.positives, core.annotations, sys; "
             "assert 'sqlalchemy' not in sys.modules")
     res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True, timeout=120)

@@ -149,7 +149,7 @@ def run(args) -> dict:
     shipped = views.pop("shipped")
     extra = None
     if args.extra_positives:  # (the annotation store's SQLAlchemy is imported only here)
-        from core.annotations.extra_positives import load_extra_positives
+        from core.annotations.positives import load_extra_positives
 
         extra = load_extra_positives(args.extra_positives)
     results = {}

@@ -15,7 +15,7 @@ Modules:
 * :mod:`.agreement`: :func:`compute_agreement` (Cohen's and Fleiss' kappa);
 * :mod:`.export`: :func:`export_dataset`, :func:`load_export`,
   :func:`load_export_records`, :func:`import_dataset`;
-* :mod:`.extra_positives`: :func:`extra_positives`, :class:`ExtraPositives`,
+* :mod:`.positives`: :func:`extra_positives`, :class:`ExtraPositives`,
   :func:`load_extra_positives` (imports no SQLAlchemy).
 
 The names below are re-exported lazily (PEP 562): ``import core.annotations``
@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("export_dataset", "load_export", "load_export_records", "import_dataset",
                      "EXPORT_FORMATS", "DIALOGUES_NAME", "RECORDS_NAME", "SUMMARY_NAME"),
                     "export"),
-    **dict.fromkeys(("ExtraPositives", "load_extra_positives"), "extra_positives"),
+    **dict.fromkeys(("extra_positives", "ExtraPositives", "load_extra_positives"), "positives"),
 }
 
 __all__ = [
@@ -66,10 +66,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "extra_positives":
-        # the submodule, which is callable as the function of the same name
-        # (importing it binds it here, so this branch runs at most once)
-        return importlib.import_module(f"{__name__}.extra_positives")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -79,14 +75,14 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | {"extra_positives"})
+    return sorted(set(globals()) | set(_EXPORTS))
 
 
 if TYPE_CHECKING:  # the names as type checkers and IDEs should see them
     from .agreement import compute_agreement
     from .export import (DIALOGUES_NAME, EXPORT_FORMATS, RECORDS_NAME, SUMMARY_NAME,
                          export_dataset, import_dataset, load_export, load_export_records)
-    from .extra_positives import ExtraPositives, extra_positives, load_extra_positives
+    from .positives import ExtraPositives, extra_positives, load_extra_positives
     from .records import (LABELS, MAX_ANNOTATOR_CHARS, MAX_DIALOGUE_CHARS, MAX_META_CHARS,
                           MAX_STICKER_ID_CHARS, Annotation, dialogue_hash, normalize_dialogue)
     from .schema import MIGRATIONS, SCHEMA_VERSION, annotations_table, schema_version_table

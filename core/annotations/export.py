@@ -6,7 +6,7 @@ sticker ids, votes per sticker) *and* a per-record table so that
 :func:`load_export_records` read an export back (any format).
 
 No SQLAlchemy at import time (``datasets`` and ``pyarrow`` are imported when
-used): :mod:`core.annotations.extra_positives` reads exports through this module.
+used): :mod:`core.annotations.positives` reads exports through this module.
 """
 
 from __future__ import annotations

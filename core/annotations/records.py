@@ -5,7 +5,7 @@ Records are keyed by ``(dialogue_hash, sticker_id, annotator)``;
 ``dialogue_hash`` is the sha256 of :func:`normalize_dialogue`.
 
 Plain Python (no SQLAlchemy), so that readers of exports
-(:mod:`core.annotations.extra_positives`) need no database driver.
+(:mod:`core.annotations.positives`) need no database driver.
 """
 
 from __future__ import annotations

@@ -4,11 +4,6 @@ accepted, read from an export (or a store) and matched with dataset samples.
 Imports no SQLAlchemy (nor anything that does) at module level, so evaluation
 code can import it cheaply; a store passed in was opened by code that already
 imported :mod:`core.annotations.store`.
-
-``core.annotations.extra_positives`` names both this module and the function
-:func:`extra_positives` (``from core.annotations import extra_positives`` has
-always meant the function): the module is callable and calling it calls the
-function.
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import types
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -126,14 +120,3 @@ def load_extra_positives(path: str | os.PathLike | AnnotationStore) -> ExtraPosi
             else:
                 by_hash[h].add(sticker)
     return ExtraPositives(dict(by_sample), dict(by_hash), source)
-
-
-class _CallableModule(types.ModuleType):
-    """This module's type: calling the module calls :func:`extra_positives`
-    (see the module docstring)."""
-
-    def __call__(self, path: str | os.PathLike | AnnotationStore) -> dict[str, set[str]]:
-        return extra_positives(path)
-
-
-sys.modules[__name__].__class__ = _CallableModule
