@@ -18,6 +18,8 @@
 #   ANNOT_PG_PASS  its password                (default annotations)
 #   ANNOT_PG_DB    database to create          (default annotations_test)
 #   ANNOT_PG_STOP=1  stop the server and exit (no output on stdout)
+# Output: ANNOTATIONS_TEST_PG_URL, and ANNOT_PG_STARTED=1 when this call started the server
+# (0 when it was already running: someone else's, leave it).
 set -euo pipefail
 
 PGDIR="${ANNOT_PG_DIR:-/tmp/annotations-pg}"
@@ -102,9 +104,11 @@ if [[ ! -s "$DATA/PG_VERSION" ]]; then
     init --locale=C.UTF-8 || { rm -rf "$DATA"; init --no-locale; }
 fi
 
+STARTED=0
 if pg_running; then
     log "server already running"
 else
+    STARTED=1
     log "starting server on 127.0.0.1:$PORT (log: $LOG)"
     as_pg "$BINDIR/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 \
         -o "-c listen_addresses=127.0.0.1 -p $PORT -k $SOCK -c fsync=on" start >&2 \
@@ -141,3 +145,4 @@ PGPASSWORD="$DBPASS" "$BINDIR/psql" -X -q -h 127.0.0.1 -p "$PORT" -U "$DBUSER" -
     || { log "cannot connect as $DBUSER over TCP"; exit 1; }
 log "ready: $URL"
 echo "export ANNOTATIONS_TEST_PG_URL=$URL"
+echo "export ANNOT_PG_STARTED=$STARTED"  # 1: this call started the server (the caller may stop it)

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     except (AuthFileError, ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from core.fast_ranking import part_cache_beside
-    from core.inference import StickerSelector
+    from core.serving.fast_ranking import part_cache_beside
+    from core.serving.inference import StickerSelector
 
     print(f"loading the model ({args.checkpoint or 'default model in assets/'}) "
           f"and {len(parts.stickers)} stickers ...", file=sys.stderr)

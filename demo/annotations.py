@@ -1,4 +1,4 @@
-"""Command line for the sticker annotation store (see core/annotations.py).
+"""Command line for the sticker annotation store (see core/annotations/).
 
     python -m demo.annotations export  --db DB --format parquet|jsonl|hf DIR
     python -m demo.annotations import  --db DB PATH

@@ -474,7 +474,7 @@ def build_demo(selector: Any, *, sticker_info: dict[str, StickerInfo] | None = N
     """Build (not launch) the demo.
 
     Args:
-        selector: a ``core.inference.StickerSelector`` (its stickers are the candidates).
+        selector: a ``core.serving.inference.StickerSelector`` (its stickers are the candidates).
         sticker_info: display facts per sticker (names in English/Chinese, source).
         examples: dialogues to load (MOD easy/hard test samples with their gold sticker).
         annotations: ``core.annotations.AnnotationStore``; None turns flagging off.

@@ -1,8 +1,8 @@
-"""Turning what a user typed into dialogue turns: moved to :mod:`core.dialogue` (evaluation
+"""Turning what a user typed into dialogue turns: moved to :mod:`core.data.dialogue` (evaluation
 and training need the same canonical dialogue text as the demo's flags); re-exported here."""
 from __future__ import annotations
 
-from core.dialogue import (  # noqa: F401
+from core.data.dialogue import (  # noqa: F401
     MAX_INPUT_CHARS,
     MAX_TURN_CHARS,
     MAX_TURNS,
@@ -14,4 +14,4 @@ from core.dialogue import (  # noqa: F401
     sanitize_text,
     turns_to_text,
 )
-from core.dialogue import __all__  # noqa: F401
+from core.data.dialogue import __all__  # noqa: F401

@@ -139,7 +139,7 @@ def load_parts(args: argparse.Namespace) -> AppParts:
     data_dir = None if args.starter else (args.data or default_data_dir())
     examples: list[Example] = []
     if data_dir is not None:
-        from core.data import load_mod
+        from core.data.mod import load_mod
         from demo.service import load_examples
 
         numbering = getattr(args, "sticker_ids", "official")

@@ -9,7 +9,7 @@ Two engines, both fully offline once installed (no model download at run time):
 
 Engines are created lazily on first use and cached (creation takes seconds), and
 calls are serialised with a lock (the demo serves requests from several threads on a
-small CPU). Images are checked with :func:`core.images.load_sticker_image` when given
+small CPU). Images are checked with :func:`core.data.images.load_sticker_image` when given
 as a path or bytes, and downscaled to :data:`MAX_OCR_SIDE` before recognition.
 
 Example::
@@ -136,7 +136,7 @@ def _engine(name: str) -> Any:
 def _as_image(image: Image.Image | str | Path | bytes) -> Image.Image:
     """An RGB image no larger than :data:`MAX_OCR_SIDE` (paths/bytes go through load_sticker_image)."""
     if not isinstance(image, Image.Image):
-        from core.images import load_sticker_image
+        from core.data.images import load_sticker_image
 
         image = load_sticker_image(image)
     elif image.mode != "RGB":
@@ -197,7 +197,7 @@ def read_lines(image: Image.Image | str | Path | bytes, engine: str | None = Non
     Raises:
         OCRUnavailableError: no engine installed, or ``engine`` unknown / not installed.
         OCRError: the engine failed.
-        core.images.StickerImageError: ``image`` (a path or bytes) is not a usable image.
+        core.data.images.StickerImageError: ``image`` (a path or bytes) is not a usable image.
     """
     name = engine or default_engine()
     if name is None:

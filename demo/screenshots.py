@@ -52,7 +52,7 @@ def save_small_png(png: bytes, path: Path, max_bytes: int = MAX_BYTES) -> int:
 
 
 def _selector(args: argparse.Namespace, stickers: list) -> object:
-    from core.inference import StickerSelector
+    from core.serving.inference import StickerSelector
 
     default_model = REPO_ROOT / "assets" / "default_model"
     if args.tiny or (args.checkpoint is None and not default_model.is_dir()):

@@ -1,6 +1,6 @@
 """What the demo's handlers do, without gradio: thin calls into ``core`` plus input checks.
 
-:class:`DemoService` owns the selector (``core.inference.StickerSelector``), the optional
+:class:`DemoService` owns the selector (``core.serving.inference.StickerSelector``), the optional
 annotation store (``core.annotations.AnnotationStore``), the optional user sticker store
 (``demo.user_stickers.UserStickerStore``) and the example dialogues. Every method turns bad
 input into a :class:`DemoError` whose message can be shown to the user as is; the gradio
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data import Sticker, UnknownStickerError
-from core.dialogue import ParsedDialogue, parse_dialogue, sample_text
+from core.data.mod import Sticker, UnknownStickerError
+from core.data.dialogue import ParsedDialogue, parse_dialogue, sample_text
 
 __all__ = [
     "CANDIDATE_MODES",
@@ -49,7 +49,7 @@ class DemoError(ValueError):
 
 @dataclass(frozen=True)
 class StickerInfo:
-    """Display facts about a sticker (beyond :class:`core.data.Sticker`)."""
+    """Display facts about a sticker (beyond :class:`core.data.mod.Sticker`)."""
 
     sticker_id: str
     name: str
@@ -89,7 +89,7 @@ class RankOutcome:
     """A ranking and what went with it."""
 
     parsed: ParsedDialogue
-    ranked: list[Any]  # core.inference.RankedSticker
+    ranked: list[Any]  # core.serving.inference.RankedSticker
     candidate_ids: list[str] | None
     gold_id: str | None
     notices: list[str] = field(default_factory=list)
@@ -128,7 +128,7 @@ class UploadReading:
 
 
 def ranked_to_json(ranked: Sequence[Any]) -> list[dict[str, Any]]:
-    """JSON-friendly ranking (``core.inference.RankedSticker`` list): one dict per candidate, best first."""
+    """JSON-friendly ranking (``core.serving.inference.RankedSticker`` list): one dict per candidate, best first."""
     return [{
         "sticker_id": r.sticker_id,
         "rank": int(r.rank),
@@ -161,7 +161,7 @@ BUILTIN_EXAMPLES: tuple[Example, ...] = (
 
 
 def load_examples(mod_data: Any, *, per_split: int = 100) -> list[Example]:
-    """Examples from ``core.data.ModData`` splits ``easy_test`` and ``hard_test`` (gold marked)."""
+    """Examples from ``core.data.mod.ModData`` splits ``easy_test`` and ``hard_test`` (gold marked)."""
     examples = []
     for split in ("easy_test", "hard_test"):
         try:  # plain rows when the data has them (no datasets import at start-up), else the DatasetDict
@@ -171,7 +171,7 @@ def load_examples(mod_data: Any, *, per_split: int = 100) -> list[Example]:
         for i, row in enumerate(rows):
             if i >= per_split:
                 break
-            text = sample_text(row["speakers"], row["texts"])  # flags key: core.dialogue.sample_dialogue_text
+            text = sample_text(row["speakers"], row["texts"])  # flags key: core.data.dialogue.sample_dialogue_text
             last = " ".join(str(row["texts"][-1]).split())
             short = last if len(last) <= 24 else last[:23] + "…"
             examples.append(Example(
@@ -186,7 +186,7 @@ class DemoService:
     """The demo's actions (rank, saliency, OCR, add sticker, flag) as plain methods.
 
     Args:
-        selector: a ``core.inference.StickerSelector``.
+        selector: a ``core.serving.inference.StickerSelector``.
         sticker_info: display facts per sticker id (name, English name, source); stickers
             the selector knows but this lacks are described from ``selector.sticker(id)``.
         examples: dialogues the user can load (MOD test samples with their gold sticker).
@@ -366,7 +366,7 @@ class DemoService:
 
     def preview_upload(self, file_path: str | Path) -> Any:
         """The first frame of an uploaded image (PIL), checked like a sticker to add."""
-        from core.images import StickerImageError, load_sticker_image
+        from core.data.images import StickerImageError, load_sticker_image
 
         try:
             path = self._checked_upload(file_path)
@@ -393,7 +393,7 @@ class DemoService:
         if not file_path:
             raise DemoError("Upload an image first.")
         from demo import ocr
-        from core.images import StickerImageError
+        from core.data.images import StickerImageError
 
         wanted = engine or self.ocr_engine
         if wanted is None or wanted == "off":
@@ -427,7 +427,7 @@ class DemoService:
             raise DemoError("Adding stickers is turned off (no user sticker directory).")
         if not file_path:
             raise DemoError("Upload an image first.")
-        from core.images import StickerImageError, load_sticker_image
+        from core.data.images import StickerImageError, load_sticker_image
         from demo.user_stickers import UserStickerError
 
         path = self._checked_upload(file_path)

@@ -5,7 +5,7 @@
     <dir>/index.json           {"version": 1, "stickers": [{"id": "user-0001", "file": ..., ...}]}
     <dir>/images/user-0001.png the uploaded image, first frame, re-encoded as PNG
 
-Every upload goes through :func:`core.images.load_sticker_image` (byte and pixel caps,
+Every upload goes through :func:`core.data.images.load_sticker_image` (byte and pixel caps,
 first frame only, truncated / non-image data rejected), is downscaled to
 ``max_side`` pixels and re-encoded as PNG, so nothing the user sent is stored as is.
 ``index.json`` is written atomically (temporary file + ``os.replace``) under a lock
@@ -13,7 +13,7 @@ first frame only, truncated / non-image data rejected), is downscaled to
 change, so ids (``user-0001``, ``user-0002``, ...) are never reused.
 
 :func:`load_starter_stickers` reads ``assets/starter_stickers/index.json`` (62 Fluent
-Emoji faces, MIT; see ``ATTRIBUTION.md`` there) into :class:`core.data.Sticker` objects.
+Emoji faces, MIT; see ``ATTRIBUTION.md`` there) into :class:`core.data.mod.Sticker` objects.
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from typing import Any
 
 from PIL import Image
 
-from core.data import Sticker, UnknownStickerError
-from core.images import MAX_IMAGE_BYTES, StickerImageError, load_sticker_image
+from core.data.mod import Sticker, UnknownStickerError
+from core.data.images import MAX_IMAGE_BYTES, StickerImageError, load_sticker_image
 from demo.ocr import clean_text
 
 try:  # POSIX only; on other systems the thread lock alone protects one process
@@ -91,7 +91,7 @@ def load_starter_index(directory: str | Path = STARTER_DIR) -> list[dict[str, An
 
 
 def load_starter_stickers(directory: str | Path = STARTER_DIR) -> list[Sticker]:
-    """The starter pack as :class:`core.data.Sticker` objects.
+    """The starter pack as :class:`core.data.mod.Sticker` objects.
 
     ``name_label`` is the Chinese CLDR name (the model was trained on Chinese names
     such as ``再见`` or ``好困``); the English name is in :func:`load_starter_index`.
@@ -232,7 +232,7 @@ class UserStickerStore:
         return out
 
     def get(self, sticker_id: str) -> Sticker:
-        """The user sticker ``sticker_id``; raises :class:`core.data.UnknownStickerError`."""
+        """The user sticker ``sticker_id``; raises :class:`core.data.mod.UnknownStickerError`."""
         for record in self.records():
             if record["id"] == sticker_id:
                 return self._sticker(record)
@@ -270,7 +270,7 @@ class UserStickerStore:
         The same image with the same text again returns the existing sticker.
 
         Raises:
-            core.images.StickerImageError: not an image, truncated, too many bytes or pixels.
+            core.data.images.StickerImageError: not an image, truncated, too many bytes or pixels.
             UserStickerError: the store is full, or the upload cannot be read.
         """
         ocr = clean_text(ocr, MAX_TEXT_CHARS)

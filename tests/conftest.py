@@ -15,7 +15,7 @@ def make_tiny_selector():
     """``make_tiny_selector(stickers=None, *, n=None, seed=0, **overrides)``: a fresh
     ``StickerSelector.tiny_random`` over ``stickers`` (default: the bundled starter pack), the
     first ``n`` of them. Fresh on every call (~0.05 s), so a test or module may add stickers."""
-    from core.inference import StickerSelector
+    from core.serving.inference import StickerSelector
 
     def make(stickers=None, *, n: int | None = None, seed: int = 0, **overrides):
         if stickers is None:
@@ -36,7 +36,7 @@ def tiny_selector(make_tiny_selector):
 @pytest.fixture(scope="session")
 def mini_stickers(tmp_path_factory):
     """The stickers of a synthetic MOD folder (``tests/support/mini_mod.py``), sticker "012" without an image."""
-    from core.data import load_stickers
+    from core.data.mod import load_stickers
     from tests.support.mini_mod import make_mini_mod
 
     return load_stickers(make_mini_mod(tmp_path_factory.mktemp("mini-stickers") / "mod"))
@@ -52,7 +52,7 @@ def mini_selector(make_tiny_selector, mini_stickers):
 def tiny_checkpoint(tmp_path_factory, make_tiny_selector):
     """A saved tiny selector model over the first 8 starter stickers (for ``python -m demo --checkpoint``);
     read-only: tests must not write into it."""
-    from core.checkpoint import save_selector
+    from core.model.checkpoint import save_selector
 
     selector = make_tiny_selector(n=8)
     path = tmp_path_factory.mktemp("tiny-checkpoint") / "model"

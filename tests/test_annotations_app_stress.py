@@ -39,7 +39,7 @@ import gradio_client
 import pytest
 
 from core.annotations import LABELS, AnnotationStore, dialogue_hash
-from core.dialogue import parse_dialogue
+from core.data.dialogue import parse_dialogue
 from demo.user_stickers import load_starter_stickers
 from tests.support.annotation_checks import AckLog, check_acknowledged
 from tests.support.demo_server import free_port, wait_until_serving

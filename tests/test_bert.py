@@ -1,9 +1,9 @@
-"""core.bert: the selector's own BERT equals transformers' BertModel on the same weights."""
+"""core.model.bert: the selector's own BERT equals transformers' BertModel on the same weights."""
 import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from core.bert import Bert, BertSettings, load_backbone_weights
+from core.model.bert import Bert, BertSettings, load_backbone_weights
 
 CONFIG = dict(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
               intermediate_size=48, max_position_embeddings=40, type_vocab_size=2, pad_token_id=0)

@@ -1,4 +1,4 @@
-"""Tests for core.data and core.emotion on the synthesised mini MOD and, if present, the real data."""
+"""Tests for core.data.mod and core.data.emotion on the synthesised mini MOD and, if present, the real data."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core import emotion
-from core.data import (
+from core.data import emotion
+from core.data.mod import (
     SAMPLE_COLUMNS,
     SPLIT_NAMES,
     STICKER_NUMBERINGS,

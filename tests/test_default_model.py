@@ -2,8 +2,8 @@
 import pytest
 
 from assets import DEFAULT_MODEL_DIR
-from core.data import load_stickers
-from core.inference import StickerSelector
+from core.data.mod import load_stickers
+from core.serving.inference import StickerSelector
 from tests.support.mini_mod import real_mod_dir
 
 REAL_MOD = real_mod_dir()
@@ -50,8 +50,8 @@ def test_serving_the_default_model_imports_no_training_stack(tmp_path):
                          part_cache_path=tmp_path / "p.safetensors").rank(["你好"], semantic_top_k=3)
     code = (
         "import os, sys; os.environ.setdefault('MPLBACKEND', 'agg')\n"
-        "from core.data import load_stickers\n"
-        "from core.inference import StickerSelector\n"
+        "from core.data.mod import load_stickers\n"
+        "from core.serving.inference import StickerSelector\n"
         "import demo.app\n"
         f"s = StickerSelector.load(stickers=load_stickers({str(REAL_MOD)!r}), device='cpu', "
         f"feature_cache_path={str(tmp_path / 'f.safetensors')!r}, part_cache_path={str(tmp_path / 'p.safetensors')!r})\n"

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 
 gradio_client = pytest.importorskip("gradio_client")
-inference = pytest.importorskip("core.inference")
+inference = pytest.importorskip("core.serving.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
 from demo.user_stickers import UserStickerStore  # noqa: E402

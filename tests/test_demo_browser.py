@@ -21,7 +21,7 @@ pytestmark = [
 ]
 
 sync_api = pytest.importorskip("playwright.sync_api")
-inference = pytest.importorskip("core.inference")
+inference = pytest.importorskip("core.serving.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
 from demo.user_stickers import UserStickerStore  # noqa: E402

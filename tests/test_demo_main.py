@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-inference = pytest.importorskip("core.inference")
+inference = pytest.importorskip("core.serving.inference")
 gradio_client = pytest.importorskip("gradio_client")
 
 from tests.support.demo_server import free_port, wait_until_serving  # noqa: E402

@@ -8,7 +8,7 @@ from argparse import Namespace
 import pytest
 from PIL import Image
 
-inference = pytest.importorskip("core.inference")
+inference = pytest.importorskip("core.serving.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
 from demo.user_stickers import UserStickerStore  # noqa: E402

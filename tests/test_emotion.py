@@ -1,4 +1,4 @@
-"""Tests for the hand emotion label table (core/emotion_hand_labels.json) and how it is applied."""
+"""Tests for the hand emotion label table (core/data/emotion_hand_labels.json) and how it is applied."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core import emotion
-from core.data import Sticker, load_mod, load_stickers
+from core.data import emotion
+from core.data.mod import Sticker, load_mod, load_stickers
 from tests.support.mini_mod import make_mini_mod, real_lexicon_path, real_mod_dir
 
 REAL_MOD = real_mod_dir()

@@ -3,12 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import Sticker
-from core.evaluation import score_candidates
-from core.fast_ranking import LateInteractionRanker, StickerPartCache, model_fingerprint
-from core.features import dialogue_part_batch, sticker_part_ids
-from core.inference import StickerSelector
-from core.model import late_interaction_masks
+from core.data.mod import Sticker
+from core.evaluation.protocol import score_candidates
+from core.serving.fast_ranking import LateInteractionRanker, StickerPartCache, model_fingerprint
+from core.model.features import dialogue_part_batch, sticker_part_ids
+from core.serving.inference import StickerSelector
+from core.model.mmbert import late_interaction_masks
 
 DIALOGUE = ["你好呀", "今天天气真好", "哈哈哈谢谢"]
 

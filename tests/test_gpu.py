@@ -3,10 +3,10 @@ check that the fast ranker on the GPU equals one full sequence per sticker there
 import pytest
 import torch
 
-from core.checkpoint import load_selector
-from core.data import load_stickers
-from core.evaluation import score_candidates
-from core.inference import StickerSelector
+from core.model.checkpoint import load_selector
+from core.data.mod import load_stickers
+from core.evaluation.protocol import score_candidates
+from core.serving.inference import StickerSelector
 from tests.support.mini_mod import make_mini_mod
 from train import trainer
 

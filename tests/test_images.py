@@ -1,4 +1,4 @@
-"""Tests for core.images.load_sticker_image (all inputs synthesised; real stickers if present)."""
+"""Tests for core.data.images.load_sticker_image (all inputs synthesised; real stickers if present)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image, features
 
-from core import images
-from core.images import StickerImageError, load_sticker_image
+from core.data import images
+from core.data.images import StickerImageError, load_sticker_image
 from tests.support.mini_mod import real_mod_dir
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -189,7 +189,7 @@ def test_real_stickers_sample() -> None:
 
 
 def test_feature_cache_finds_known_files_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.image_encoder import FeatureCache, RandomProjectionEncoder
+    from core.model.image_encoder import FeatureCache, RandomProjectionEncoder
 
     paths = []
     for i, colour in enumerate([(255, 0, 0), (0, 200, 0)]):

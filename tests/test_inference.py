@@ -4,7 +4,7 @@ import math
 import pytest
 from PIL import Image
 
-from core.data import Sticker, UnknownStickerError
+from core.data.mod import Sticker, UnknownStickerError
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_added_sticker_is_ranked_at_once(selector):
 
 
 def test_rank_reports_the_prior_share_of_each_score(selector):
-    from core.prior import StickerPrior
+    from core.serving.prior import StickerPrior
 
     dialogue = ["你好呀", "今天天气真好"]
     plain = {r.sticker_id: r.score for r in selector.rank(dialogue, semantic_top_k=0)}

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from core.evaluation import evaluate, sticker_normalized
-from core.metrics import (PopularityRanker, candidate_sets, macro_recall_at_1, rank_of, recall_mrr,
+from core.evaluation.protocol import evaluate, sticker_normalized
+from core.evaluation.metrics import (PopularityRanker, candidate_sets, macro_recall_at_1, rank_of, recall_mrr,
                           truncated_map)
 
 
@@ -70,7 +70,7 @@ def test_sticker_normalized_removes_base_rates_and_keeps_context_signal():
 
 
 def test_paired_comparison_on_hand_made_ranks():
-    from core.metrics import paired_comparison
+    from core.evaluation.metrics import paired_comparison
 
     ranks = [1, 1, 1, 2, 3, 1]
     other = [2, 1, 5, 1, 3, 4]

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from core.checkpoint import CheckpointError, load_selector, save_selector
-from core.config import PRESETS, SelectorConfig
-from core.factory import create_model
-from core.features import PairEncoder, collate_pairs, mask_context, ocr_labels_batch
-from core.model import IGNORE_INDEX
-from core.objective import MultitaskObjective
-from core.sticker_bank import StickerBank
+from core.model.checkpoint import CheckpointError, load_selector, save_selector
+from core.model.config import PRESETS, SelectorConfig
+from core.model.factory import create_model
+from core.model.features import PairEncoder, collate_pairs, mask_context, ocr_labels_batch
+from core.model.mmbert import IGNORE_INDEX
+from core.training.objective import MultitaskObjective
+from core.model.sticker_bank import StickerBank
 
 TEXTS = ["你好呀今天天气真好", "一二三", "再见啦", "好的好的", "哈哈哈太好笑了", "hello world"]
 EMOTIONS = ["乐", "好", "怒"]
@@ -132,7 +132,7 @@ def test_in_batch_loss_is_the_gold_cross_entropy_among_the_batch_stickers():
     objective = MultitaskObjective(model, enc, b, match_loss="in_batch", in_batch_negatives=0)
     batch = samples(3)  # golds 000, 001, 002
     loss = objective(batch, torch.Generator().manual_seed(0))["match"]
-    from core.evaluation import score_candidates
+    from core.evaluation.protocol import score_candidates
     scores = torch.stack([score_candidates(model, enc, b, objective.contexts(s), [0, 1, 2]) for s in batch])
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(scores, torch.tensor([0, 1, 2])), atol=1e-5)
 

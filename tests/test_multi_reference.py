@@ -1,6 +1,6 @@
 """Multi-reference evaluation and training with the stickers annotators accepted in the demo.
 
-* ``core.evaluation.evaluate(..., extra_positives=...)`` on hand-made rankings;
+* ``core.evaluation.protocol.evaluate(..., extra_positives=...)`` on hand-made rankings;
 * matching an export to samples: by ``source_sample_id``, else by the dialogue hash of the
   sample in the demo's canonical form (flags made through the real ``DemoService``);
 * ``python -m train.evaluate --extra-positives`` and ``python -m train --extra-positives`` on
@@ -17,9 +17,9 @@ from collections import Counter
 import pytest
 
 from core.annotations import AnnotationStore, ExtraPositives, export_dataset, load_extra_positives
-from core.data import load_mod
-from core.dialogue import parse_dialogue, sample_dialogue_text, sample_text
-from core.evaluation import evaluate, multi_reference_rank
+from core.data.mod import load_mod
+from core.data.dialogue import parse_dialogue, sample_dialogue_text, sample_text
+from core.evaluation.protocol import evaluate, multi_reference_rank
 from tests.support.mini_mod import make_mini_mod
 
 POOL = list("abcdefghij")  # 10 stickers: the 10-candidate set is the whole pool
@@ -139,7 +139,7 @@ def mod(mini):
 @pytest.fixture(scope="module")
 def service(mod, tmp_path_factory, make_tiny_selector):
     """The demo's real flagging path (DemoService) over the mini stickers."""
-    pytest.importorskip("core.inference")
+    pytest.importorskip("core.serving.inference")
     from demo.service import DemoService, load_examples
 
     selector = make_tiny_selector([s for s in mod.stickers if s.has_image])
@@ -246,7 +246,7 @@ def training_export(mod, tmp_path_factory):
 
 
 def test_extra_positive_training_samples_are_used(mini, mod, training_export, tmp_path, monkeypatch):
-    from core.objective import MultitaskObjective
+    from core.training.objective import MultitaskObjective
     from train import trainer
 
     seen: list[dict] = []

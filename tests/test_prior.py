@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from core.prior import PRIOR_FILE, StickerPrior, fit_weight
+from core.serving.prior import PRIOR_FILE, StickerPrior, fit_weight
 
 
 def test_known_stickers_use_their_count_and_unknown_ones_the_mean():

@@ -1,4 +1,4 @@
-"""The one scoring path (core.scoring): the demo ranks the way train.evaluate measures, part by part,
+"""The one scoring path (core.serving.scoring): the demo ranks the way train.evaluate measures, part by part,
 and a checkpoint's scoring parts are the files its config records."""
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from core.checkpoint import load_selector, save_selector  # noqa: E402
-from core.data import load_stickers  # noqa: E402
-from core.dialogue import sample_dialogue_text  # noqa: E402
-from core.frozen_text import TEXT_SCORER_CONFIG, FrozenTextBilinear, TextScorer, TextScorerConfig, reference_statistics  # noqa: E402
-from core.inference import StickerSelector  # noqa: E402
-from core.prior import PRIOR_FILE, StickerPrior  # noqa: E402
-from core.scoring import SHARES, ScoreBreakdown, load_scorer, load_scoring_parts, record_scoring_file  # noqa: E402
+from core.model.checkpoint import load_selector, save_selector  # noqa: E402
+from core.data.mod import load_stickers  # noqa: E402
+from core.data.dialogue import sample_dialogue_text  # noqa: E402
+from core.serving.text_scorer import TEXT_SCORER_CONFIG, FrozenTextBilinear, TextScorer, TextScorerConfig, reference_statistics  # noqa: E402
+from core.serving.inference import StickerSelector  # noqa: E402
+from core.serving.prior import PRIOR_FILE, StickerPrior  # noqa: E402
+from core.serving.scoring import SHARES, ScoreBreakdown, load_scorer, load_scoring_parts, record_scoring_file  # noqa: E402
 from tests.support.mini_mod import make_mini_mod  # noqa: E402
 
 
@@ -24,7 +24,7 @@ from tests.support.mini_mod import make_mini_mod  # noqa: E402
 def checkpoint(tmp_path_factory):
     """A tiny selector checkpoint with all three parts: cross-encoder, text scorer (a tiny sentence
     encoder saved as a local path) and popularity prior, both recorded in its config."""
-    from core.backbone import tiny_backbone
+    from core.model.backbone import tiny_backbone
 
     tmp = tmp_path_factory.mktemp("scoring")
     mini = make_mini_mod(tmp / "mod", n_dialogues=16)

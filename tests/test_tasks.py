@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from assets import DEFAULT_MODEL_DIR
-from core.config import PAPER_TASK_WEIGHTS, PRESETS, SelectorConfig
-from core.features import PairEncoder
-from core.objective import MultitaskObjective
+from core.model.config import PAPER_TASK_WEIGHTS, PRESETS, SelectorConfig
+from core.model.features import PairEncoder
+from core.training.objective import MultitaskObjective
 from core.tasks import TASKS, Step, Task, active_tasks, register_task
 from tests.test_model import bank, samples, tiny
 

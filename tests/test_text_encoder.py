@@ -1,9 +1,9 @@
-"""core.text_encoder: contrastive fine-tuning of a sentence encoder and its tuned-layer files."""
+"""core.training.text_encoder: contrastive fine-tuning of a sentence encoder and its tuned-layer files."""
 import pytest
 import torch
 
-from core.backbone import tiny_backbone
-from core.text_encoder import (FinetuneSettings, SentenceModel, _hf_tokenize, finetune, load_tuned_layers,
+from core.model.backbone import tiny_backbone
+from core.training.text_encoder import (FinetuneSettings, SentenceModel, _hf_tokenize, finetune, load_tuned_layers,
                                save_tuned_layers)
 
 DIALOGUES = ["今天好开心呀", "哈哈太好笑了", "我好难过想哭", "呜呜伤心", "气死我了", "真让人生气", "晚安睡觉了", "好困去睡了"]

@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import Sticker, load_stickers
-from core.frozen_text import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, FrozenTextBilinear, TextScorer,
+from core.data.mod import Sticker, load_stickers
+from core.serving.text_scorer import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, FrozenTextBilinear, TextScorer,
                               TextScorerConfig, reference_statistics)
-from core.inference import StickerSelector
+from core.serving.inference import StickerSelector
 from tests.support.mini_mod import make_mini_mod
 
 HIDDEN = 16
@@ -160,7 +160,7 @@ def test_expected_reciprocal_rank_breaks_ties_at_random():
 
 
 def test_prototypes_replace_text_vectors_of_seen_stickers_only():
-    from core.frozen_text import sticker_prototypes
+    from core.serving.text_scorer import sticker_prototypes
 
     dialogues = hashed_encode(["早上好", "早安", "晚安啦", "睡了"])
     ids, prototypes = sticker_prototypes(dialogues, ["001", "001", "002", "002"])
@@ -185,7 +185,7 @@ def test_prototypes_replace_text_vectors_of_seen_stickers_only():
 def test_text_scorer_cli_evaluate_load_and_ship(mini, tmp_path):
     """train.text_scorer on a tiny selector with a tiny sentence encoder given as a local path
     (the hub-name / local-path route), then train.evaluate, StickerSelector.load and train.ship."""
-    from core.backbone import tiny_backbone
+    from core.model.backbone import tiny_backbone
     from train import evaluate as evaluate_cli
     from train import ship, text_scorer, trainer
 

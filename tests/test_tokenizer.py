@@ -1,10 +1,10 @@
-"""core.tokenizer reads a saved tokenizer exactly as transformers' PreTrainedTokenizerFast does."""
+"""core.model.tokenizer reads a saved tokenizer exactly as transformers' PreTrainedTokenizerFast does."""
 import pytest
 from transformers import PreTrainedTokenizerFast
 
 from assets import DEFAULT_MODEL_DIR
-from core.backbone import add_speaker_tokens, tiny_backbone
-from core.tokenizer import SelectorTokenizer
+from core.model.backbone import add_speaker_tokens, tiny_backbone
+from core.model.tokenizer import SelectorTokenizer
 
 TEXTS = ["今天好累啊", "Hello world, I'm fine!", "[speaker1] 哈哈😀 ok", "  ", "<mask> x", "中英 mixed 文本 123",
          "ＦＵＬＬ　ｗｉｄｔｈ", "\u200b零宽"]

@@ -131,7 +131,7 @@ def test_frozen_text_baseline_end_to_end(mini, tmp_path):
 
 def test_evaluate_cli_sticker_ids_early_release(trained, tmp_path, capsys):
     """--sticker-ids early-release scores a file in the early numbering exactly as its official conversion."""
-    from core.data import convert_dialogue_ids
+    from core.data.mod import convert_dialogue_ids
 
     data = wide_mod(tmp_path / "wide")
     early = tmp_path / "early.json"
@@ -204,3 +204,49 @@ def test_report_passes_sticker_ids_to_every_run(tmp_path, monkeypatch):
         assert argv[argv.index("--sticker-ids") + 1] == "early-release" and argv[argv.index("--data") + 1] == "d"
     # mlm_warmup hands its unknown flags to `python -m train`'s parser: the flag reaches prepare_data
     assert trainer.parse_args(["--sticker-ids", "early-release", "--data", "d"]).sticker_ids == "early-release"
+
+
+def test_entry_points_import_core_never_each_other():
+    """train/ and demo/ modules import core and the shared helpers (train.cli, train.options,
+    train.paths), never another entry point; core imports neither (issue 13, item 5)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shared = {"train.cli", "train.options", "train.paths"}
+    offenders = []
+    for folder in ("core", "train", "demo"):
+        for path in (root / folder).rglob("*.py"):
+            if path == root / "train" / "__main__.py":  # `python -m train` is the trainer itself
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:  # relative: resolve against the module's package
+                        package = path.relative_to(root).parent.parts
+                        base = ".".join(package[: len(package) - node.level + 1] + ((base,) if base else ()))
+                    names = [base] + [f"{base}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                for name in names:
+                    top = name.split(".")[0]
+                    if folder == "core" and top in ("train", "demo"):
+                        offenders.append((str(path.relative_to(root)), name))
+                    if folder == "train" and top == "train" and name not in shared and name != "train" \
+                            and not any(name.startswith(s) for s in shared):
+                        offenders.append((str(path.relative_to(root)), name))
+                    if folder == "demo" and top == "train" and not any(name.startswith(s) for s in shared):
+                        offenders.append((str(path.relative_to(root)), name))
+    assert offenders == []
+
+
+def test_evaluate_imports_no_sqlalchemy_without_extra_positives():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, train.evaluate, core.serving.scoring; assert 'sqlalchemy' not in sys.modules, 'sqlalchemy'"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

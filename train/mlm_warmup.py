@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from core.checkpoint import save_selector
-from core.features import mask_context
-from core.model import IGNORE_INDEX
-from core.training import seeded_generator
+from core.model.checkpoint import save_selector
+from core.model.features import mask_context
+from core.model.mmbert import IGNORE_INDEX
+from core.training.loop import seeded_generator
 
 from .paths import shared_data_dir
 from .options import build_model, parse_args as parse_train_args, prepare_data

@@ -7,9 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-from core.checkpoint import load_selector
-from core.data import load_mod
-from core.factory import create_model
+from core.model.checkpoint import load_selector
+from core.data.mod import load_mod
+from core.model.factory import create_model
 
 from .cli import add_sticker_ids_argument
 from .paths import default_data_dir, default_lexicon
@@ -155,5 +155,5 @@ def add_text_scorer_options(p: argparse.ArgumentParser) -> None:
 
 
 def bilinear_options(args) -> dict:
-    """The keyword arguments of core.frozen_text.train_bilinear given by add_text_scorer_options."""
+    """The keyword arguments of core.serving.text_scorer.train_bilinear given by add_text_scorer_options."""
     return {k: getattr(args, k) for k in ("rank", "temperature", "epochs", "batch_size", "lr", "weight_decay")}

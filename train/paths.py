@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from assets import DEFAULT_MODEL_DIR  # noqa: F401  (re-exported for the entry points)
-from core.frozen_text import safe_name  # noqa: F401  (re-exported for the entry points)
+from core.serving.text_scorer import safe_name  # noqa: F401  (re-exported for the entry points)
 
 REPO = Path(__file__).resolve().parents[1]
 

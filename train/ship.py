@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import load_selector, save_selector
-from core.frozen_text import TEXT_SCORER_CONFIG
-from core.prior import PRIOR_FILE
-from core.scoring import load_scoring_parts, record_scoring_file
+from core.model.checkpoint import load_selector, save_selector
+from core.serving.text_scorer import TEXT_SCORER_CONFIG
+from core.serving.prior import PRIOR_FILE
+from core.serving.scoring import load_scoring_parts, record_scoring_file
 
 from .paths import DEFAULT_MODEL_DIR
 

@@ -7,14 +7,14 @@ The selector's score becomes
 
     a * cross-encoder score + b * text z-score + c * cosine + w * log(1 + training count)
 
-core.frozen_text.TextScorer gives the text parts: a sentence encoder (multilingual e5, all 12 layers)
+core.serving.text_scorer.TextScorer gives the text parts: a sentence encoder (multilingual e5, all 12 layers)
 embeds the last dialogue turn(s) and each sticker's text; "cosine" is their plain cosine; the
 z-score standardises, per sticker, the dialogue's similarity to the sticker's *prototype* (the mean
 vector of the training dialogues whose gold it was) or, for a sticker without training samples (held
 out, or added later in the demo), to its text vector (through a rank-32 bilinear map trained on the
 training split; --epochs 0 keeps the plain cosine), with the exact mean and covariance of the
 training dialogues' vectors. With --finetune-epochs N the encoder's top --finetune-layers layers
-are first fine-tuned contrastively on the training split (core.text_encoder; written as
+are first fine-tuned contrastively on the training split (core.training.text_encoder; written as
 CKPT/text_encoder.safetensors). Stickers are read through their text and the dialogues that chose
 them, never through an id, and no term favours seen or unseen stickers as such.
 
@@ -38,11 +38,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from core.frozen_text import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TextScorer, TextScorerConfig, embed_splits,
+from core.serving.text_scorer import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TextScorer, TextScorerConfig, embed_splits,
                               reference_statistics, sticker_prototypes, train_bilinear)
-from core.metrics import candidate_sets
-from core.prior import PRIOR_FILE, StickerPrior
-from core.scoring import load_scorer, record_scoring_file
+from core.evaluation.metrics import candidate_sets
+from core.serving.prior import PRIOR_FILE, StickerPrior
+from core.serving.scoring import load_scorer, record_scoring_file
 
 from .cli import add_sticker_ids_argument, parse_entry_args
 from .options import add_text_scorer_options, bilinear_options, prepare_data
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_text_scorer_options(p)
     p.add_argument("--finetune-epochs", type=int, default=0,
                    help="fine-tune the sentence encoder's upper layers contrastively on the training split for this "
-                        "many epochs before anything else (core.text_encoder; 0: keep it frozen)")
+                        "many epochs before anything else (core.training.text_encoder; 0: keep it frozen)")
     p.add_argument("--finetune-layers", type=int, default=12, help="how many of the encoder's top layers are tuned")
     p.add_argument("--finetune-lr", type=float, default=3e-5)
     p.add_argument("--finetune-batch-size", type=int, default=32)
@@ -126,10 +126,10 @@ def fit_weights(splits: dict[str, dict[str, torch.Tensor]], grids: dict[str, tup
 
 def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: list[str], pool: list[str],
                       checkpoint: Path) -> dict[str, torch.Tensor]:
-    """Fine-tunes the encoder on the training split (core.text_encoder), writes its tuned layers into the
+    """Fine-tunes the encoder on the training split (core.training.text_encoder), writes its tuned layers into the
     checkpoint and returns the embeddings of `rows` and `stickers` under it."""
-    from core.frozen_text import dialogue_text, sticker_text
-    from core.text_encoder import FinetuneSettings, finetune, load_sentence_model, save_tuned_layers
+    from core.serving.text_scorer import dialogue_text, sticker_text
+    from core.training.text_encoder import FinetuneSettings, finetune, load_sentence_model, save_tuned_layers
 
     model = load_sentence_model(args.encoder, max_length=args.max_length)
     index = {sid: i for i, sid in enumerate(pool)}

@@ -23,14 +23,14 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from core.checkpoint import atomic_directory_write, load_selector, save_selector
-from core.evaluation import evaluate
-from core.features import PairEncoder
-from core.image_encoder import FeatureCache, create_image_encoder
-from core.objective import MultitaskObjective
-from core.scoring import SelectorScorer
-from core.sticker_bank import build_sticker_bank
-from core.training import epoch_order, extra_positive_samples, seeded_generator
+from core.model.checkpoint import atomic_directory_write, load_selector, save_selector
+from core.evaluation.protocol import evaluate
+from core.model.features import PairEncoder
+from core.model.image_encoder import FeatureCache, create_image_encoder
+from core.training.objective import MultitaskObjective
+from core.serving.scoring import SelectorScorer
+from core.model.sticker_bank import build_sticker_bank
+from core.training.loop import epoch_order, extra_positive_samples, seeded_generator
 
 from .options import build_model, parse_args, prepare_data  # noqa: F401  (parse_args, prepare_data: tests use them here)
 from .paths import alignment_cache_dir, default_feature_cache
@@ -38,10 +38,10 @@ from .paths import alignment_cache_dir, default_feature_cache
 log = logging.getLogger("train")
 
 def check_alignment(args, mod) -> dict | None:
-    """Run the sticker-id alignment check (core.alignment) on the loaded dialogues: a warning when the ids
+    """Run the sticker-id alignment check (core.data.alignment) on the loaded dialogues: a warning when the ids
     look shifted, SystemExit under --strict-alignment. None when skipped (--alignment-check off, too few
     sticker turns, encoder unavailable), else the report's summary (kept in the checkpoint's info)."""
-    from core.alignment import MIN_TURNS, cached_sentence_encoder, check_dialogues, sticker_turns
+    from core.data.alignment import MIN_TURNS, cached_sentence_encoder, check_dialogues, sticker_turns
 
     if getattr(args, "alignment_check", "auto") == "off":
         log.info("sticker-id alignment check: off")

@@ -51,7 +51,7 @@ class ExtraPositives:
     ``source_sample_id`` (flagged on a loaded example in the demo UI) makes it apply to the
     sample with that ``sample_id``; a record without one (flagged through ``/flag`` or on a
     typed dialogue) makes it apply to every sample whose dialogue, in the demo's canonical
-    form (:func:`core.dialogue.sample_dialogue_text`), has its ``dialogue_hash``."""
+    form (:func:`core.data.dialogue.sample_dialogue_text`), has its ``dialogue_hash``."""
 
     by_sample_id: dict[str, set[str]]
     by_hash: dict[str, set[str]]
@@ -68,7 +68,7 @@ class ExtraPositives:
     @staticmethod
     def sample_hash(sample: Mapping[str, Any]) -> str:
         """``dialogue_hash`` of a sample (``speakers``, ``texts``) as the demo stores it."""
-        from core.dialogue import sample_dialogue_text  # core.dialogue imports core.data
+        from core.data.dialogue import sample_dialogue_text  # core.data.dialogue imports core.data.mod
 
         return dialogue_hash(sample_dialogue_text(list(sample["speakers"]), list(sample["texts"])))
 

@@ -3,7 +3,7 @@
 A task is one small module here: a `Task` subclass with a `name` (the key in task_weights and in
 the objective's loss dict) whose `__call__(step)` runs what its head needs and returns
 `{name: loss}` (or nothing when the batch has nothing for it), plus any named extras later
-tasks read (`provides` / `reads`). `core.objective.MultitaskObjective` runs the configured tasks
+tasks read (`provides` / `reads`). `core.training.objective.MultitaskObjective` runs the configured tasks
 in registration order and adds up weight * loss. See README "Adding a task".
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 import torch
 
 if TYPE_CHECKING:
-    from ..objective import MultitaskObjective
+    from core.training.objective import MultitaskObjective
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model import masked_cross_entropy
+from core.model.mmbert import masked_cross_entropy
 from . import Step, Task, register_task
 from .matching import GOLD_EMOTION_LOGITS
 

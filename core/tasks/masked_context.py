@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..features import mask_context, pair_batch
+from core.model.features import mask_context, pair_batch
 from . import Step, Task, register_task
 
 

@@ -6,7 +6,7 @@
   every gold sticker of the batch plus `in_batch_negatives` drawn stickers, in one cross layer
   (StickerSelectorModel.cross_logits), and the loss is the cross-entropy of its gold among them.
   Many negatives per step; with popularity-drawn negatives a sticker's base rate is no evidence
-  by itself (core.prior adds it back at ranking time).
+  by itself (core.serving.prior adds it back at ranking time).
 
 Both can also return the emotion logits of the gold pairs (read by the emotion task).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ..features import dialogue_part_batch, pair_batch, sticker_part_ids
+from core.model.features import dialogue_part_batch, pair_batch, sticker_part_ids
 from . import Step, Task, register_task
 
 MATCH_LOSSES = ("binary", "in_batch")

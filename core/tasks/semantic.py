@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..features import ocr_labels_batch, pair_batch
+from core.model.features import ocr_labels_batch, pair_batch
 from . import Step, Task, register_task
 
 

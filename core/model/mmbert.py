@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .bert import Bert, BertSettings, padding_mask
-from .config import SelectorConfig
-from .late_interaction import (last_layer_inputs, late_interaction_masks, late_position_ids,
+from core.model.bert import Bert, BertSettings, padding_mask
+from core.model.config import SelectorConfig
+from core.model.late_interaction import (last_layer_inputs, late_interaction_masks, late_position_ids,
                                match_and_emotion_logits)
 
 IGNORE_INDEX = -100
@@ -149,7 +149,7 @@ class StickerSelectorModel(nn.Module):
         dialogue (B, n, H), dialogue_mask (B, n), sticker (C, S, H) from the encode_*_part
         methods -> match logits (B, C, 2) and emotion logits (B, C, E) or None. Equals the full
         sequence of each pair (tests/test_fast_ranking.py), without attention-prob dropout
-        (core.late_interaction holds the layer, shared with core.fast_ranking)."""
+        (core.model.late_interaction holds the layer, shared with core.serving.fast_ranking)."""
         layer = self.bert.encoder.layer[-1]
         return match_and_emotion_logits(self, last_layer_inputs(layer, dialogue), last_layer_inputs(layer, sticker),
                                         dialogue_mask, with_emotions=compute_emotions)

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from .config import SelectorConfig
-from .model import StickerSelectorModel
-from .tokenizer import SelectorTokenizer
+from core.model.config import SelectorConfig
+from core.model.mmbert import StickerSelectorModel
+from core.model.tokenizer import SelectorTokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

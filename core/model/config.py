@@ -49,11 +49,11 @@ class SelectorConfig:
     match_pooling: str = "cls"       # "cls" (paper) | "cls+sticker": [CLS] and the sticker slot
     # Late interaction (not in the paper): below the last layer the dialogue and the sticker part
     # attend only within themselves; the last layer attends across. The sticker part gets fixed
-    # positions (the last ocr_slots + 2 of max_length). Lets core.fast_ranking encode a dialogue
+    # positions (the last ocr_slots + 2 of max_length). Lets core.serving.fast_ranking encode a dialogue
     # once and score every sticker with one cheap layer, exactly (see README "Speed").
     late_interaction: bool = False
     # The checkpoint's other scoring parts, by role -> file name in the checkpoint folder:
-    # "prior" (core.prior.StickerPrior), "text_scorer" (core.frozen_text.TextScorer). Written by
+    # "prior" (core.serving.prior.StickerPrior), "text_scorer" (core.serving.text_scorer.TextScorer). Written by
     # train.fit_prior / train.text_scorer. None: a checkpoint older than this record (its parts
     # are looked up by file name, once, when it is loaded).
     scoring_files: dict[str, str] | None = None
@@ -66,7 +66,7 @@ class SelectorConfig:
         unknown_parts = sorted(set(self.scoring_files or {}) - set(SCORING_PARTS))
         if unknown_parts:
             raise ValueError(f"scoring_files has unknown parts {unknown_parts}; expected some of {SCORING_PARTS}")
-        from .tasks import active_tasks  # (here: core.tasks imports the model, which imports this module)
+        from core.tasks import active_tasks  # (here: core.tasks imports the model, which imports this module)
 
         if not active_tasks(self.task_weights):
             raise ValueError(f"task_weights={self.task_weights} turns every task off")

@@ -24,7 +24,7 @@ def extra_positive_samples(train: list[dict], mod, bank_ids, held_out: set[str],
     stickers not in the bank, held-out (hard) stickers, and hash matches whose dialogue text is
     also that of a sample outside the training dialogues (valid / test), so no flag made on a
     valid or test dialogue ever becomes training data. Returns (new samples, counts)."""
-    from .annotations.positives import ExtraPositives, load_extra_positives
+    from core.annotations.positives import ExtraPositives, load_extra_positives
 
     extra = load_extra_positives(export)
     in_bank = set(bank_ids)

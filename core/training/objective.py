@@ -22,10 +22,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .features import PairEncoder
-from .model import StickerSelectorModel
-from .sticker_bank import StickerBank
-from .tasks import TASKS, Step, active_tasks
+from core.model.features import PairEncoder
+from core.model.mmbert import StickerSelectorModel
+from core.model.sticker_bank import StickerBank
+from core.tasks import TASKS, Step, active_tasks
 
 
 class ContextCache:

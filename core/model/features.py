@@ -13,8 +13,8 @@ from typing import Sequence
 
 import torch
 
-from .config import SelectorConfig
-from .model import IGNORE_INDEX
+from core.model.config import SelectorConfig
+from core.model.mmbert import IGNORE_INDEX
 
 MAX_TURN_CHARS_FACTOR = 4  # a turn longer than 4 chars per remaining token slot is cut first
 
@@ -41,7 +41,7 @@ class PairEncoder:
         self.pad_id = tokenizer.pad_token_id
         missing = [t for t in config.speaker_tokens if t not in tokenizer.get_vocab()]
         if missing:
-            raise ValueError(f"tokenizer lacks speaker tokens {missing}; use core.backbone.add_speaker_tokens")
+            raise ValueError(f"tokenizer lacks speaker tokens {missing}; use core.model.backbone.add_speaker_tokens")
         self.speaker_ids = [tokenizer.convert_tokens_to_ids(t) for t in config.speaker_tokens]
         self.special_ids = set(tokenizer.all_special_ids) | set(self.speaker_ids)
         self.structural_ids = self.special_ids - {tokenizer.unk_token_id}  # unknown words are still words

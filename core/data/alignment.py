@@ -5,7 +5,7 @@ A dialogue file written with another numbering than ``img2id.json``'s (the early
 OCR text and name. Nothing in the files says so; the text does. For every sticker turn:
 
 1. embed its text (the turn carrying the sticker, optionally with the turns before it) and every
-   sticker's ``name + OCR`` text (:func:`core.frozen_text.sticker_text`) with a frozen sentence
+   sticker's ``name + OCR`` text (:func:`core.serving.text_scorer.sticker_text`) with a frozen sentence
    encoder (unit vectors);
 2. cosine similarity, turns x stickers; each sticker's column standardised over all turns (a
    z-score: how much more this turn fits this sticker than the average turn does, so that a
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from .data import StickerSet, Turn
+from core.data.mod import StickerSet, Turn
 
 __all__ = [
     "AlignmentReport",
@@ -100,7 +100,7 @@ def sticker_turns(dialogues: Mapping[str, Sequence[Turn]], context_turns: int = 
 
 def sticker_texts(stickers: StickerSet, which: str = STICKER_TEXT) -> dict[str, str]:
     """Sticker id -> text embedded for it (``name + OCR``), for every sticker with an image."""
-    from .frozen_text import sticker_text
+    from core.serving.text_scorer import sticker_text
 
     return {s.sticker_id: sticker_text(s, which) for s in stickers if s.has_image}
 
@@ -275,7 +275,7 @@ def alignment_report(turns: Sequence[StickerTurn], texts: Mapping[str, str], enc
 
 def check_dialogues(dialogues: Mapping[str, Sequence[Turn]], stickers: StickerSet, encode: Encode, *,
                     context_turns: int = 1, **options) -> AlignmentReport:
-    """:func:`alignment_report` for loaded dialogues (``core.data.load_dialogues`` / ``ModData.dialogues``)."""
+    """:func:`alignment_report` for loaded dialogues (``core.data.mod.load_dialogues`` / ``ModData.dialogues``)."""
     return alignment_report(sticker_turns(dialogues, context_turns), sticker_texts(stickers), encode,
                             context_turns=context_turns, **options)
 
@@ -347,7 +347,7 @@ class CachedEncoder:
 
 def cached_sentence_encoder(name: str, cache_dir: str | Path | None) -> CachedEncoder:
     """The frozen sentence encoder `name` (loaded on first need) with the per-text cache in `cache_dir`."""
-    from .frozen_text import safe_name, sentence_encoder
+    from core.serving.text_scorer import safe_name, sentence_encoder
 
     path = None if cache_dir is None else Path(cache_dir) / f"embeddings-{safe_name(name)[-40:]}.safetensors"
     return CachedEncoder(lambda: sentence_encoder(name, max_length=128), name, path, lazy=True)

@@ -13,13 +13,13 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .checkpoint import load_selector
-from .data import Sticker, Turn, UnknownStickerError
-from .features import PairEncoder, pair_batch
-from .image_encoder import FeatureCache, create_image_encoder
-from .model import StickerSelectorModel
-from .scoring import SelectorScorer, load_scoring_parts
-from .sticker_bank import StickerBank, build_sticker_bank, semantic_text
+from core.model.checkpoint import load_selector
+from core.data.mod import Sticker, Turn, UnknownStickerError
+from core.model.features import PairEncoder, pair_batch
+from core.model.image_encoder import FeatureCache, create_image_encoder
+from core.model.mmbert import StickerSelectorModel
+from core.serving.scoring import SelectorScorer, load_scoring_parts
+from core.model.sticker_bank import StickerBank, build_sticker_bank, semantic_text
 
 Progress = Callable[[float, str], None]
 MAX_TURNS = 200  # only the most recent turns can fit the model's window anyway
@@ -37,7 +37,7 @@ class RankedSticker:
     name_label: str
     image_path: str | None
     prior: float = 0.0                  # the popularity prior's share of `score` (w * log(1 + count); 0 without one)
-    text: float = 0.0                   # the text scorer's share of `score` (core.frozen_text.TextScorer; 0 without one)
+    text: float = 0.0                   # the text scorer's share of `score` (core.serving.text_scorer.TextScorer; 0 without one)
 
 
 def _turns(turns: Sequence[str | Turn]) -> tuple[list[str], list[str]]:
@@ -73,10 +73,10 @@ class StickerSelector:
         self.device = next(model.parameters()).device
         part_cache = None
         if model.config.late_interaction and part_cache_path:
-            from .fast_ranking import StickerPartCache, model_fingerprint
+            from core.serving.fast_ranking import StickerPartCache, model_fingerprint
 
             part_cache = StickerPartCache(part_cache_path, model_fingerprint(model))
-        # the one scoring path (core.scoring): cross-encoder + text scorer + popularity prior
+        # the one scoring path (core.serving.scoring): cross-encoder + text scorer + popularity prior
         self.scorer = SelectorScorer(model, self.encoder, self.bank, text_scorer=text_scorer, prior=prior,
                                      stickers=self._stickers, part_cache=part_cache)
 
@@ -85,7 +85,7 @@ class StickerSelector:
         return self.scorer.fast
 
     @property
-    def prior(self):  # core.prior.StickerPrior or None: score + w * log(1 + training count)
+    def prior(self):  # core.serving.prior.StickerPrior or None: score + w * log(1 + training count)
         return self.scorer.prior
 
     @prior.setter
@@ -93,7 +93,7 @@ class StickerSelector:
         self.scorer.prior = prior
 
     @property
-    def text_scorer(self):  # core.frozen_text.TextScorer or None: score + its share
+    def text_scorer(self):  # core.serving.text_scorer.TextScorer or None: score + its share
         return self.scorer.text_scorer
 
     # construction -------------------------------------------------------------------------
@@ -119,9 +119,9 @@ class StickerSelector:
     def tiny_random(cls, stickers, seed: int = 0, **overrides) -> "StickerSelector":
         """A tiny random-weight selector over `stickers`, for fast tests (overrides: SelectorConfig
         fields, e.g. late_interaction=True)."""
-        from .emotion import EMOTION_CLASSES
-        from .factory import create_model
-        from .image_encoder import RandomProjectionEncoder
+        from core.data.emotion import EMOTION_CLASSES
+        from core.model.factory import create_model
+        from core.model.image_encoder import RandomProjectionEncoder
 
         stickers = list(stickers)
         texts = [s.ocr for s in stickers] + [s.name_label for s in stickers] + ["你好再见谢谢哈哈"]
@@ -143,7 +143,7 @@ class StickerSelector:
 
     def add_sticker(self, sticker: Sticker, image=None) -> None:
         """Adds a sticker (image from `image` or its image_path); ranked at once, no retraining."""
-        from .images import load_sticker_image
+        from core.data.images import load_sticker_image
 
         if sticker.sticker_id in self._stickers:
             raise ValueError(f"sticker id {sticker.sticker_id!r} already exists")

@@ -6,18 +6,18 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .features import PairEncoder
-from .metrics import (PopularityRanker, candidate_sets, paired_comparison, prediction_diversity, rank_of, recall_mrr,
+from core.model.features import PairEncoder
+from core.evaluation.metrics import (PopularityRanker, candidate_sets, paired_comparison, prediction_diversity, rank_of, recall_mrr,
                       summarize)
-from .model import StickerSelectorModel
-from .sticker_bank import StickerBank
+from core.model.mmbert import StickerSelectorModel
+from core.model.sticker_bank import StickerBank
 
 
 def score_candidates(model: StickerSelectorModel, encoder: PairEncoder, bank: StickerBank,
                      context_ids: list[int], rows: Sequence[int], batch_size: int = 64) -> torch.Tensor:
     """Cross-encoder scores (positive-class logit) of one dialogue against bank rows, one full
     sequence per pair (the reference the fast path is tested against): (len(rows),)."""
-    from .scoring import SelectorScorer
+    from core.serving.scoring import SelectorScorer
 
     scorer = SelectorScorer(model, encoder, bank, exhaustive=True, batch_size=batch_size)
     return scorer.cross_logits(context_ids, list(rows))[0][:, 1]

@@ -810,7 +810,7 @@ class ModData:
     """A loaded MOD data directory: stickers, dialogues, samples, splits and emotion labels.
 
     ``emotion_source`` is ``"data"`` (samples carried ``emotion_id``),
-    ``"lexicon"`` (sticker-level labels from :mod:`core.emotion`, copied into
+    ``"lexicon"`` (sticker-level labels from :mod:`core.data.emotion`, copied into
     each sample's ``emotion_id``) or ``"none"`` (all ``emotion_id`` are -1).
     """
 
@@ -843,7 +843,7 @@ def _data_emotion_names(data_dir: Path, samples: Sequence[Mapping[str, Any]]) ->
 def _apply_emotions(data_dir: Path, stickers: StickerSet, samples: list[dict[str, Any]],
                     lexicon_path: str | Path | None) -> tuple[dict[str, int], list[str], str]:
     """Decide the emotion labels: from the data, from the lexicon, or none."""
-    from core import emotion  # local import: keeps openpyxl out of plain data loading
+    from core.data import emotion  # local import: keeps openpyxl out of plain data loading
 
     if any(s["emotion_id"] >= 0 for s in samples):
         return {}, _data_emotion_names(data_dir, samples), "data"

@@ -5,7 +5,7 @@ In a late-interaction model (SelectorConfig.late_interaction) the dialogue part
 themselves below the last layer; the last layer attends across. So the last layer of any
 (dialogue, sticker) pair can be computed from the two parts' lower-layer states alone, and only
 at the positions a head reads. `StickerSelectorModel.cross_logits` (B dialogues x C stickers, in
-training) and `core.fast_ranking.LateInteractionRanker` (1 dialogue x every sticker, in serving)
+training) and `core.serving.fast_ranking.LateInteractionRanker` (1 dialogue x every sticker, in serving)
 both call `last_layer_at` / `match_and_emotion_logits`; both equal the full sequence of each
 pair (tests/test_fast_ranking.py), except that attention-prob dropout is not applied.
 """
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .bert import Layer, padding_mask
+from core.model.bert import Layer, padding_mask
 
-if TYPE_CHECKING:  # (core.model imports this module)
-    from .model import StickerSelectorModel
+if TYPE_CHECKING:  # (core.model.mmbert imports this module)
+    from core.model.mmbert import StickerSelectorModel
 
 CLS = -1  # query position of the dialogue's [CLS]; 0.. index the sticker part
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .features import PairEncoder
+from core.model.features import PairEncoder
 
 
 @dataclass
@@ -32,7 +32,7 @@ class StickerBank:
 
     def position(self, sticker_id: str) -> int:
         """Row of a sticker; numeric ids may be given without leading zeros ("37" -> "037")."""
-        from .data import UnknownStickerError, normalize_sticker_id
+        from core.data.mod import UnknownStickerError, normalize_sticker_id
 
         key = str(sticker_id).strip()
         if key not in self.index and key.isascii() and key.isdigit():
@@ -64,13 +64,13 @@ def build_sticker_bank(stickers, feature_cache, encoder: PairEncoder, semantic_s
                        emotion_labels: dict[str, int] | None = None) -> StickerBank:
     """A bank over the stickers that have an image (others cannot be candidates).
 
-    feature_cache: a core.image_encoder.FeatureCache (or anything with .encode(images)).
+    feature_cache: a core.model.image_encoder.FeatureCache (or anything with .encode(images)).
     """
     usable = [s for s in stickers if s.image_path is not None]
     if hasattr(feature_cache, "encode_files"):
         features = feature_cache.encode_files([s.image_path for s in usable])
     else:
-        from .images import load_sticker_image
+        from core.data.images import load_sticker_image
 
         features = feature_cache.encode([load_sticker_image(s.image_path) for s in usable])
     labels = emotion_labels or {}

@@ -63,7 +63,7 @@ The lexicon misreads many stickers (迷茫 with OCR "迷茫 害怕 无辜 委屈
 as 恶; 厉害 "awesome" as 惧; 安静! "quiet!" as 好). Every one of the 307 MOD
 stickers was therefore read once by hand against its image, name and OCR
 text, and given one of the 7 classes or ``null`` (no clear emotion). The
-table is :data:`HAND_LABELS_PATH` (``core/emotion_hand_labels.json``: sticker
+table is :data:`HAND_LABELS_PATH` (``core/data/emotion_hand_labels.json``: sticker
 id -> file name, label, optional note). By default
 :func:`sticker_emotion_labels` computes the lexicon labels and then applies
 the table on top: a hand label replaces the lexicon's, ``null`` removes it.

@@ -10,7 +10,7 @@ last layer, and the sticker part sits at fixed positions. So:
   that sticker's own keys.
 The result equals running the full sequence per candidate (`StickerSelectorModel.forward`)
 up to float rounding; tests/test_fast_ranking.py checks it. The last layer itself is
-core.late_interaction's, the same code the training path (`cross_logits`) runs.
+core.model.late_interaction's, the same code the training path (`cross_logits`) runs.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .features import PairEncoder, dialogue_part_batch, sticker_part_ids
-from .late_interaction import LastLayerInputs, last_layer_at, last_layer_inputs, match_and_emotion_logits
-from .model import StickerSelectorModel
-from .sticker_bank import StickerBank
+from core.model.features import PairEncoder, dialogue_part_batch, sticker_part_ids
+from core.model.late_interaction import LastLayerInputs, last_layer_at, last_layer_inputs, match_and_emotion_logits
+from core.model.mmbert import StickerSelectorModel
+from core.model.sticker_bank import StickerBank
 
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class LateInteractionRanker:
                  batch_size: int = 128, cache: StickerPartCache | None = None):
         if not model.config.late_interaction:
             raise ValueError("LateInteractionRanker needs a model trained with late_interaction=True; "
-                             "score other models with core.evaluation.score_candidates")
+                             "score other models with core.evaluation.protocol.score_candidates")
         self.model, self.encoder, self.bank, self.batch_size = model, encoder, bank, batch_size
         self.cache = cache
         self.layers = model.bert.encoder.layer

@@ -185,7 +185,7 @@ class FeatureCache:
         """Features of image files. A file seen before is found by the digest of its bytes and
         not decoded again (a warm start reads 306 stickers in ~30 ms instead of ~0.4 s); other
         files are decoded (errors name the file)."""
-        from .images import load_sticker_image
+        from core.data.images import load_sticker_image
 
         keys = []
         for path in paths:

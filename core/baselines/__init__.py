@@ -1,0 +1,1 @@
+"""Baselines beside the selector: the CLIP-style dual encoder."""

@@ -1,0 +1,1 @@
+"""Evaluation: R10/RALL metrics, candidate sets, the popularity floor, multi-reference ranks."""
