@@ -45,6 +45,34 @@ schema_version_table = sa.Table(
 
 _KEY_COLUMNS = ("dialogue_hash", "sticker_id", "annotator")
 
+#: One row per (queue, item, annotator) the annotation queue has answered: ``status``
+#: "submitted" or "skipped", ``labels`` the JSON ``{sticker_id: label}`` the submission
+#: wrote into ``annotations`` (so that undo and re-submission can take them back).
+queue_progress_table = sa.Table(
+    "queue_progress",
+    _metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("queue", sa.String(MAX_META_CHARS), nullable=False),
+    sa.Column("item_id", sa.String(MAX_META_CHARS), nullable=False),
+    sa.Column("annotator", sa.String(MAX_ANNOTATOR_CHARS), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("dialogue_hash", sa.String(64), nullable=False),
+    sa.Column("labels", sa.Text(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Uploaded queues (their items as JSON), so that they are still there after a restart.
+annotation_queues_table = sa.Table(
+    "annotation_queues",
+    _metadata,
+    sa.Column("name", sa.String(MAX_META_CHARS), primary_key=True),
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("items", sa.Text(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+_PROGRESS_KEY = ("queue", "item_id", "annotator")
+
 
 def _m001_initial(conn: Connection) -> None:
     md = sa.MetaData()
@@ -82,12 +110,43 @@ def _m003_annotator_index(conn: Connection) -> None:
         "CREATE INDEX IF NOT EXISTS ix_annotations_updated_at ON annotations (updated_at)"))
 
 
+def _m004_queue(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "queue_progress",
+        md,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("queue", sa.String(MAX_META_CHARS), nullable=False),
+        sa.Column("item_id", sa.String(MAX_META_CHARS), nullable=False),
+        sa.Column("annotator", sa.String(MAX_ANNOTATOR_CHARS), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("dialogue_hash", sa.String(64), nullable=False),
+        sa.Column("labels", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint(*_PROGRESS_KEY, name="uq_queue_progress_item_annotator"),
+        sa.CheckConstraint("status IN ('submitted', 'skipped')", name="ck_queue_progress_status"),
+        sa.Index("ix_queue_progress_queue_annotator", "queue", "annotator"),
+    )
+    sa.Table(
+        "annotation_queues",
+        md,
+        sa.Column("name", sa.String(MAX_META_CHARS), primary_key=True),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("items", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    md.create_all(conn)
+
+
 #: Ordered migrations: (version, description, function(connection)).
 #: Never edit an applied migration; append a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "annotations table with unique (dialogue_hash, sticker_id, annotator)", _m001_initial),
     (2, "provenance columns: source_sample_id, model_version, model_rank", _m002_provenance),
     (3, "indexes on annotator and updated_at", _m003_annotator_index),
+    (4, "annotation queue: queue_progress and annotation_queues tables", _m004_queue),
 ]
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 assert [m[0] for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))

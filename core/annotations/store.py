@@ -289,28 +289,29 @@ class AnnotationStore:
             "model_version": _check_optional_str("model_version", model_version),
             "model_rank": _check_rank(model_rank),
         }
+        return self._run(lambda conn: self._upsert_flag(conn, values, _utcnow()), write=True,
+                         action="save the flag")
+
+    def _upsert_flag(self, conn: Connection, values: Mapping[str, Any], now: Any) -> Annotation:
+        """Insert or update one checked flag (``values``: the key and value columns) inside
+        the caller's transaction; returns the stored record."""
         t = annotations_table
-
-        def work(conn: Connection) -> Annotation:
-            now = _utcnow()
-            stmt = self._insert(t).values(**values, created_at=now, updated_at=now)
-            ex = stmt.excluded
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(_KEY_COLUMNS),
-                set_={
-                    "label": ex.label,
-                    "dialogue_text": ex.dialogue_text,
-                    "updated_at": ex.updated_at,
-                    "source_sample_id": sa.func.coalesce(ex.source_sample_id, t.c.source_sample_id),
-                    "model_version": sa.func.coalesce(ex.model_version, t.c.model_version),
-                    "model_rank": sa.func.coalesce(ex.model_rank, t.c.model_rank),
-                },
-            )
-            conn.execute(stmt)
-            row = conn.execute(sa.select(t).where(*self._key_where(values))).one()
-            return _row_to_annotation(row)
-
-        return self._run(work, write=True, action="save the flag")
+        stmt = self._insert(t).values(**values, created_at=now, updated_at=now)
+        ex = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(_KEY_COLUMNS),
+            set_={
+                "label": ex.label,
+                "dialogue_text": ex.dialogue_text,
+                "updated_at": ex.updated_at,
+                "source_sample_id": sa.func.coalesce(ex.source_sample_id, t.c.source_sample_id),
+                "model_version": sa.func.coalesce(ex.model_version, t.c.model_version),
+                "model_rank": sa.func.coalesce(ex.model_rank, t.c.model_rank),
+            },
+        )
+        conn.execute(stmt)
+        row = conn.execute(sa.select(t).where(*self._key_where(values))).one()
+        return _row_to_annotation(row)
 
     def unflag(self, *, dialogue_text: str, sticker_id: str, annotator: str = "anonymous") -> bool:
         """Delete ``annotator``'s record for (dialogue, sticker).  Returns
