@@ -42,6 +42,9 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, 
 
 
 class DualEncoder(nn.Module):
+    kind = "dual-encoder"
+    needs_grid = False
+
     def __init__(self, config: DualEncoderConfig):
         super().__init__()
         self.config = config
@@ -144,3 +147,45 @@ def load_dual_encoder(directory) -> tuple[DualEncoder, PreTrainedTokenizerFast]:
     except (OSError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"{directory} is not a readable dual-encoder checkpoint: {error}") from error
     return model.eval(), tokenizer
+
+
+class DualEncoderRanker:
+    """Scores one dialogue against bank rows: a dot product with the stickers' embeddings, computed once."""
+
+    def __init__(self, model: DualEncoder, tokenizer, bank, grid=None):
+        self.model, self.bank = model, bank
+        self.inputs = DualEncoderInputs(tokenizer, model.config)
+        self.sticker_vectors = embed_bank(model, self.inputs, bank)  # (N, E)
+
+    @torch.inference_mode()
+    def scores(self, speakers, texts, rows: list[int]) -> torch.Tensor:  # (C,)
+        ids, mask = self.inputs.pad([self.inputs.dialogue_ids(list(speakers), list(texts))])
+        dialogue = self.model.embed_dialogues(ids, mask)[0]                        # (E,)
+        return self.sticker_vectors[torch.as_tensor(rows, dtype=torch.long)] @ dialogue
+
+    def sticker_added(self, grid_row=None) -> None:
+        """Call after bank.add(...): embeds the new rows."""
+        self.sticker_vectors = embed_bank(self.model, self.inputs, self.bank)
+
+
+class DualEncoderObjective:
+    """Symmetric InfoNCE with in-batch negatives (a sticker twice in a batch is not its own negative)."""
+
+    def __init__(self, model: DualEncoder, tokenizer, bank, grid=None, allowed_rows=None, **_):
+        self.model, self.bank = model, bank
+        self.inputs = DualEncoderInputs(tokenizer, model.config)
+
+    def __call__(self, samples: list[dict], generator=None) -> dict[str, torch.Tensor]:
+        inputs, bank = self.inputs, self.bank
+        ids, mask = inputs.pad([inputs.dialogue_ids(s["speakers"], s["texts"]) for s in samples])
+        rows = [bank.position(s["sticker_id"]) for s in samples]
+        texts = [bank.semantic_texts[r] for r in rows]
+        text_ids, text_mask = inputs.pad([inputs.text_ids(t) for t in texts])
+        out = self.model(dialogue_ids=ids, dialogue_mask=mask, features=bank.features[rows], text_ids=text_ids,
+                         text_mask=text_mask, has_text=torch.tensor([bool(t) for t in texts]),
+                         sticker_keys=torch.tensor(rows))
+        return {"loss": out["loss"]}
+
+
+DualEncoder.ranker_class = DualEncoderRanker
+DualEncoder.objective_class = DualEncoderObjective

@@ -20,6 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
+GRID_REGIONS = 49  # EfficientNet-Lite0's last map at 224 px: 7 x 7
 
 
 class ImageEncoder(Protocol):
@@ -93,6 +94,18 @@ class EfficientNetLite0Encoder:
             chunks.append(self.model(batch).float().cpu())  # (b, 1280)
         return torch.cat(chunks) if chunks else torch.zeros(0, self.feature_dim)
 
+    @torch.inference_mode()
+    def encode_grid(self, images: Sequence[Image.Image], batch_size: int = 32) -> torch.Tensor:
+        """(N, 49, 1280): the last convolutional map (7 x 7 regions, row-major) before global pooling;
+        its mean over regions is `encode`'s pooled feature."""
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([self.preprocess(im) for im in images[start:start + batch_size]])  # (b, 3, S, S)
+            batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+            grid = self.model.forward_features(batch).float().cpu()                     # (b, 1280, 7, 7)
+            chunks.append(grid.flatten(2).transpose(1, 2).contiguous())                 # (b, 49, 1280)
+        return torch.cat(chunks) if chunks else torch.zeros(0, GRID_REGIONS, self.feature_dim)
+
 
 class ClipVisionEncoder:
     """A CLIP vision tower (hub id or local path) giving the projected image embedding."""
@@ -137,6 +150,37 @@ class RandomProjectionEncoder:
         if not rows:
             return torch.zeros(0, self.feature_dim)
         return torch.stack(rows) @ self.projection
+
+    def encode_grid(self, images: Sequence[Image.Image], batch_size: int = 0) -> torch.Tensor:
+        """(N, 4, D): the four 4 x 4 quadrants of the 8 x 8 thumbnail, each through the projection's
+        matching rows (times 4, so that the mean over regions is `encode`'s feature)."""
+        if not images:
+            return torch.zeros(0, 4, self.feature_dim)
+        rows = []
+        for image in images:
+            thumb = image.convert("RGB").resize((8, 8), Image.BILINEAR)
+            pixels = torch.tensor(list(thumb.tobytes()), dtype=torch.float32).view(8, 8, 3) / 255.0
+            weights = self.projection.view(8, 8, 3, -1)
+            rows.append(torch.stack([4 * torch.einsum("hwc,hwcd->d", pixels[y:y + 4, x:x + 4], weights[y:y + 4, x:x + 4])
+                                     for y in (0, 4) for x in (0, 4)]))
+        return torch.stack(rows)
+
+
+class GridFeatures:
+    """An encoder's regional features as an encoder of their own (`encode` gives (N, R, D)), so that a
+    FeatureCache keeps them under their own name, beside the pooled ones. For encoders with `encode_grid`
+    (EfficientNet-Lite0: 7 x 7 regions of 1280; the random-projection test encoder: 2 x 2)."""
+
+    def __init__(self, encoder: ImageEncoder):
+        if not hasattr(encoder, "encode_grid"):
+            raise ValueError(f"image encoder {encoder.name!r} has no grid features (efficientnet_lite0 and "
+                             "random_projection have)")
+        self.base = encoder
+        self.name = f"{encoder.name}|grid"
+        self.feature_dim = encoder.feature_dim
+
+    def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:  # (N, R, D)
+        return self.base.encode_grid(images)
 
 
 def create_image_encoder(name: str = EFFICIENTNET_LITE0, device: str | torch.device = "cpu") -> ImageEncoder:

@@ -172,6 +172,37 @@ class SelectorScorer:
         return score
 
 
+class BaselineScorer(SelectorScorer):
+    """A trained baseline (core.baselines: dual encoder, SRS, MOD-GPT) on the one scoring path: its
+    score is the `cross` share (the model's own score), with no text scorer and no prior, so
+    `pair_scorer`, `score` and `prepare_dialogues` work as for a selector. `ranker` scores one
+    dialogue against bank rows (`ranker.scores(speakers, texts, rows) -> (C,)`)."""
+
+    def __init__(self, ranker, bank: StickerBank, kind: str = "baseline"):
+        self.model, self.encoder, self.bank, self.ranker, self.kind = ranker.model, None, bank, ranker, kind
+        self.text_scorer, self.prior, self.fast, self.text_vectors = None, None, None, None
+        self.exhaustive, self.batch_size, self.cross_weight = False, 64, 1.0
+        self._dialogues = {}
+
+    def text_vector(self, sticker) -> None:
+        return None
+
+    def sticker_added(self, text_vector=None, grid_row: torch.Tensor | None = None) -> None:
+        """Call after `bank.add(...)` (SRS also needs the new sticker's grid features)."""
+        self.ranker.sticker_added(grid_row)
+
+    def cross_logits(self, *args, **kwargs):
+        raise NotImplementedError(f"a {self.kind} baseline has no cross-encoder logits; use score()")
+
+    def score(self, speakers: Sequence, texts: Sequence[str], rows: list[int], *, with_emotions: bool = False,
+              progress=None, exhaustive: bool | None = None) -> ScoreBreakdown:
+        scores = self.ranker.scores(list(speakers), list(texts), rows).float().cpu()
+        if progress:
+            progress(1.0, "scoring stickers")
+        zeros = torch.zeros(len(rows))
+        return ScoreBreakdown(rows, scores, zeros, zeros.clone(), probability=torch.sigmoid(scores))
+
+
 # checkpoint files ---------------------------------------------------------------------------
 def load_scoring_parts(checkpoint: str | Path, config) -> tuple[object | None, object | None]:
     """(prior, text scorer) of a checkpoint: the files its config records. A config from before the
@@ -225,12 +256,17 @@ def load_scorer(checkpoint: str | Path, stickers, *, feature_cache: Callable[[st
                 device: str | None = None, with_prior: bool = True, with_text_scorer: bool = True,
                 exhaustive: bool = False, batch_size: int = 64) -> SelectorScorer:
     """The scorer of a checkpoint over `stickers` (those with an image form the bank): its model, and
-    the prior and text scorer its config records unless turned off. feature_cache: the image
+    the prior and text scorer its config records unless turned off. A baseline's checkpoint
+    (core.baselines: baseline.json or dual_encoder.json) gives a BaselineScorer. feature_cache: the image
     feature cache file, or a function of the image encoder's name giving it."""
     from core.model.checkpoint import load_selector
     from core.model.image_encoder import FeatureCache, create_image_encoder
     from core.model.sticker_bank import build_sticker_bank
 
+    from core.baselines.base import baseline_kind
+
+    if baseline_kind(checkpoint) is not None:  # a trained baseline: its own model and ranker
+        return load_baseline_scorer(checkpoint, stickers, feature_cache=feature_cache)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_selector(checkpoint, device=device)
     encoder = PairEncoder(tokenizer, model.config)
@@ -243,3 +279,13 @@ def load_scorer(checkpoint: str | Path, stickers, *, feature_cache: Callable[[st
     return SelectorScorer(model, encoder, bank, text_scorer=text_scorer if with_text_scorer else None,
                           prior=prior if with_prior else None, stickers={s.sticker_id: s for s in stickers},
                           exhaustive=exhaustive, batch_size=batch_size)
+
+
+def load_baseline_scorer(checkpoint: str | Path, stickers, *,
+                         feature_cache: Callable[[str], str | Path] | str | Path | None = None) -> BaselineScorer:
+    """The BaselineScorer of a baseline checkpoint (dual encoder, SRS, MOD-GPT) over `stickers`, on the CPU."""
+    from core.baselines.base import baseline_kind, build_ranker, load_baseline
+
+    model, tokenizer = load_baseline(checkpoint)
+    ranker, bank = build_ranker(model, tokenizer, stickers, feature_cache)
+    return BaselineScorer(ranker, bank, kind=baseline_kind(checkpoint))
