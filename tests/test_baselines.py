@@ -243,3 +243,25 @@ def test_train_baseline_then_evaluate_end_to_end(kind, mini, tmp_path, capsys):
         assert "without_prior" not in report[split] and "cross_encoder_alone" not in report[split]
     # train.evaluate scores what train.baseline measured (same candidate sets, same seed)
     assert report["easy_test"]["R10@1"] == pytest.approx(result["easy_test"]["R10@1"])
+
+
+def test_report_trains_the_baselines_through_train_baseline(tmp_path, monkeypatch):
+    from train import report
+
+    calls = []
+
+    def fake(module, argv):  # report runs each entry point as `python -m MODULE ...`
+        calls.append((module, list(argv)))
+        out = tmp_path / argv[argv.index("--output") + 1]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text("{}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(report, "run_entry_point", fake)
+    args = report.build_parser().parse_args(["--output", "rep"])
+    for name in ("srs", "mod-gpt", "dual-encoder"):
+        report.run_one(name, args)
+    assert [(m, argv[argv.index("--model") + 1]) for m, argv in calls] == [
+        ("train.baseline", "srs"), ("train.baseline", "mod-gpt"), ("train.baseline", "dual-encoder")]
+    assert {"srs", "mod-gpt"} <= set(report.DEFAULT_RUNS)
+    assert report.PAPER["paper: SRS"]["easy"]["R10@1"] == 30.51 and report.PAPER["paper: MOD-GPT"]["hard"]["R10@1"] == 25.50
