@@ -108,6 +108,12 @@ class StickerSelector:
             from assets import DEFAULT_MODEL_DIR
 
             checkpoint = DEFAULT_MODEL_DIR
+        from core.baselines.base import baseline_kind
+
+        if baseline_kind(checkpoint) is not None:  # a trained baseline (dual encoder, SRS, MOD-GPT)
+            from core.baselines.selector import BaselineSelector
+
+            return BaselineSelector.load(checkpoint, stickers=stickers, feature_cache_path=feature_cache_path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer = load_selector(checkpoint, device=device)
         prior, text_scorer = load_scoring_parts(checkpoint, model.config)
@@ -244,46 +250,23 @@ class StickerSelector:
     # saliency ------------------------------------------------------------------------------
     def saliency(self, turns: Sequence[str | Turn], sticker_id: str, method: str = "gradient",
                  n_steps: int = 32, progress: Progress | None = None) -> list[tuple[str, float]]:
-        """Per dialogue token importance for the matching score (paper Fig. 3), via Captum.
+        """Per dialogue token importance for the sticker's score (paper Fig. 3), via Captum.
 
-        It explains the cross-encoder's score, the model's own part of RankedSticker.score
-        (score - text - prior), not the text scorer's or the prior's shares.
+        It explains the whole dialogue-dependent part of RankedSticker.score: the cross-encoder's
+        share and the text scorer's, each token's value the magnitude of its summed (signed)
+        attribution, in score units. method "gradient": gradient x (input - [PAD] baseline);
+        "integrated_gradients": Integrated Gradients from that baseline (n_steps). Method and
+        signed parts: core.serving.saliency (`explain`)."""
+        return self.explain(turns, {str(sticker_id): 1.0}, method, n_steps, progress).pairs(signed=False)
 
-        method "gradient": L2 norm of d score / d input embedding; "integrated_gradients":
-        L2 norm of the Integrated Gradients attribution (baseline: all-[PAD] embeddings).
-        """
-        from captum.attr import IntegratedGradients, Saliency
+    def explain(self, turns: Sequence[str | Turn], weights: dict[str, float], method: str = "gradient",
+                n_steps: int = 32, progress: Progress | None = None):
+        """core.serving.saliency.Explanation of sum_k weights[k] * score(k): e.g. {pick: 1, gold: -1}
+        explains why the model scores `pick` above `gold`."""
+        from core.serving.saliency import explain
 
-        if method not in ("gradient", "integrated_gradients"):
-            raise ValueError(f"method={method!r}; expected 'gradient' or 'integrated_gradients'")
-        context = self.context_ids(turns)
-        row = self.bank.position(str(sticker_id))
-        (pair,), batch = pair_batch(self.encoder, self.bank, [context], [row],
-                                    mask_ocr=not self.model.config.ocr_in_inputs, device=self.device)
-        embeds = self.model.input_embeddings(batch["input_ids"], batch["sticker_features"],
-                                             batch["sticker_positions"]).detach()     # (1, T, H)
-        calls = {"n": 0}
-
-        def score(inputs_embeds: torch.Tensor) -> torch.Tensor:  # (k, T, H) -> (k,)
-            k = inputs_embeds.shape[0]
-            expand = {name: value.expand(k, *value.shape[1:]) for name, value in batch.items()}
-            calls["n"] += k
-            if progress and method == "integrated_gradients":
-                progress(min(1.0, calls["n"] / n_steps), "integrated gradients")
-            return self.model(**expand, inputs_embeds=inputs_embeds, compute_emotions=False).scores
-
-        if method == "gradient":
-            attribution = Saliency(score).attribute(embeds, abs=True)
-        else:
-            pad = self.model.bert.embeddings.word_embeddings.weight[self.encoder.pad_id].detach()
-            baseline = embeds.clone()
-            baseline[0, pair.context_positions] = pad
-            attribution = IntegratedGradients(score).attribute(embeds, baselines=baseline, n_steps=n_steps,
-                                                               internal_batch_size=8)
-        norms = attribution[0].norm(dim=-1)                                            # (T,)
-        pieces = self.tokenizer.convert_ids_to_tokens([pair.input_ids[p] for p in pair.context_positions])
-        return [(piece.replace("▁", " ").replace("##", ""), float(norms[p]))
-                for piece, p in zip(pieces, pair.context_positions)]
+        speakers, texts = _turns(turns)
+        return explain(self, speakers, texts, weights, method=method, n_steps=n_steps, progress=progress)
 
 
 def checkpoint_version(checkpoint: str | Path) -> str:
