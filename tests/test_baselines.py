@@ -265,3 +265,32 @@ def test_report_trains_the_baselines_through_train_baseline(tmp_path, monkeypatc
         ("train.baseline", "srs"), ("train.baseline", "mod-gpt"), ("train.baseline", "dual-encoder")]
     assert {"srs", "mod-gpt"} <= set(report.DEFAULT_RUNS)
     assert report.PAPER["paper: SRS"]["easy"]["R10@1"] == 30.51 and report.PAPER["paper: MOD-GPT"]["hard"]["R10@1"] == 25.50
+
+
+# the demo ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["srs", "mod-gpt"])
+def test_the_demo_ranks_and_explains_with_a_baseline_checkpoint(kind, tmp_path, mini_stickers):
+    from PIL import Image
+
+    from core.data.mod import Sticker
+    from core.serving.inference import StickerSelector
+    from demo.service import DemoError, DemoService
+
+    model, tokenizer = tiny(kind)
+    save_baseline(tmp_path / "ckpt", model, tokenizer)
+    selector = StickerSelector.load(tmp_path / "ckpt", stickers=mini_stickers,
+                                    feature_cache_path=tmp_path / "f.safetensors")
+    assert selector.kind == kind and selector.model_version.startswith("ckpt-")
+    service = DemoService(selector, ocr_engine=None, thumbnails=None)
+    outcome = service.rank("A: 开心\nB: 晚安", mode="all")
+    ranked = outcome.ranked
+    assert len(ranked) == len(selector.sticker_ids()) and [r.rank for r in ranked] == list(range(1, len(ranked) + 1))
+    assert all(a.score >= b.score for a, b in zip(ranked, ranked[1:])) and ranked[0].prior == 0 and ranked[0].text == 0
+    tokens = service.saliency("A: 开心\nB: 晚安", ranked[0].sticker_id)
+    assert "".join(t for t, _ in tokens).replace(" ", "").endswith("晚安") and all(s >= 0 for _, s in tokens)
+    assert any(s > 0 for _, s in tokens)
+    with pytest.raises(DemoError, match="gradient"):
+        service.saliency("A: 开心\nB: 晚安", ranked[0].sticker_id, "integrated_gradients")
+    image = Image.new("RGB", (32, 32), (10, 200, 30))
+    selector.add_sticker(Sticker(sticker_id="user-0001", file_name="new.png", name_label="新", ocr="新的", image_path=None), image=image)
+    assert "user-0001" in [r.sticker_id for r in selector.rank(["开心", "晚安"])]

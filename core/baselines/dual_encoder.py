@@ -115,7 +115,7 @@ class DualEncoderInputs:
         return ids, mask
 
 
-@torch.inference_mode()
+@torch.no_grad()  # (not inference_mode: saliency differentiates through them)
 def embed_bank(model: DualEncoder, inputs: DualEncoderInputs, bank, batch_size: int = 128) -> torch.Tensor:
     """(N, E) embeddings of every sticker in a core.model.sticker_bank.StickerBank."""
     chunks = []
@@ -157,9 +157,15 @@ class DualEncoderRanker:
         self.inputs = DualEncoderInputs(tokenizer, model.config)
         self.sticker_vectors = embed_bank(model, self.inputs, bank)  # (N, E)
 
+    def dialogue_inputs(self, speakers, texts) -> tuple[torch.Tensor, torch.Tensor]:  # (1, T) ids, mask
+        return self.inputs.pad([self.inputs.dialogue_ids(list(speakers), list(texts))])
+
     @torch.inference_mode()
     def scores(self, speakers, texts, rows: list[int]) -> torch.Tensor:  # (C,)
-        ids, mask = self.inputs.pad([self.inputs.dialogue_ids(list(speakers), list(texts))])
+        return self.scores_from(*self.dialogue_inputs(speakers, texts), rows)
+
+    def scores_from(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """(C,) scores of one tokenised dialogue (differentiable w.r.t. its token embeddings: saliency)."""
         dialogue = self.model.embed_dialogues(ids, mask)[0]                        # (E,)
         return self.sticker_vectors[torch.as_tensor(rows, dtype=torch.long)] @ dialogue
 

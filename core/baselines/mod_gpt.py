@@ -149,13 +149,19 @@ class ModGptRanker:
         self.inputs = ModGptInputs(tokenizer, model.config)
         self.sticker_added()
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (not inference_mode: saliency differentiates through them)
     def sticker_added(self, grid_row=None) -> None:  # (re)computes every row's class vector
         self.vectors = bank_vectors(self.model, self.inputs, self.bank)              # (N, E)
 
+    def dialogue_inputs(self, speakers, texts) -> tuple[torch.Tensor, torch.Tensor]:  # (1, T) ids, mask
+        return self.inputs.dialogues([{"speakers": list(speakers), "texts": list(texts)}])
+
     @torch.inference_mode()
     def scores(self, speakers, texts, rows: list[int]) -> torch.Tensor:  # (C,)
-        ids, mask = self.inputs.dialogues([{"speakers": list(speakers), "texts": list(texts)}])
+        return self.scores_from(*self.dialogue_inputs(speakers, texts), rows)
+
+    def scores_from(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """(C,) scores of one tokenised dialogue (differentiable w.r.t. its token embeddings: saliency)."""
         query = self.model.queries(self.model.slot_states(ids, mask))[0]             # (E,)
         scale = self.model.log_scale.exp().clamp(max=100)
         return self.vectors[torch.as_tensor(rows, dtype=torch.long)] @ query * scale

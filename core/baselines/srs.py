@@ -139,13 +139,19 @@ class SrsRanker:
         self.grid = grid
         self._encode()
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (not inference_mode: saliency differentiates through them)
     def _encode(self) -> None:
         self.regions, self.stickers = self.model.encode_stickers(self.grid)  # (N, R, d), (N, d)
 
+    def dialogue_inputs(self, speakers, texts) -> tuple[torch.Tensor, torch.Tensor]:  # (1, U, L) ids, mask
+        return self.inputs.dialogues([{"speakers": list(speakers), "texts": list(texts)}])
+
     @torch.inference_mode()
     def scores(self, speakers, texts, rows: list[int]) -> torch.Tensor:  # (C,)
-        ids, mask = self.inputs.dialogues([{"speakers": list(speakers), "texts": list(texts)}])
+        return self.scores_from(*self.dialogue_inputs(speakers, texts), rows)
+
+    def scores_from(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """(C,) scores of one tokenised dialogue (differentiable w.r.t. its token embeddings: saliency)."""
         tokens = self.model.encode_dialogue(ids, mask)                               # (1, U, L, d)
         index = torch.as_tensor(rows, dtype=torch.long)
         out = [self.model.interact(tokens, mask, self.regions[part][None], self.stickers[part][None])[0]
