@@ -216,7 +216,7 @@ def mini(tmp_path_factory):
     return make_mini_mod(tmp_path_factory.mktemp("baselines") / "mod")
 
 
-@pytest.mark.parametrize("kind", ["srs", "mod-gpt"])
+@pytest.mark.parametrize("kind", ["srs", "mod-gpt", "dual-encoder"])
 def test_train_baseline_then_evaluate_end_to_end(kind, mini, tmp_path, capsys):
     from train import baseline
     from train import evaluate as evaluate_cli
