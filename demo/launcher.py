@@ -28,6 +28,7 @@ __all__ = [
     "free_port",
     "load_parts",
     "parse_auth_file",
+    "thumbnail_cache",
     "wait_until_serving",
 ]
 
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feature-cache", default=str(DEFAULT_STATE_DIR / "image_features.safetensors"),
                         help="file caching sticker image features between starts "
                              "(default runs/demo/image_features.safetensors); 'off' disables it")
+    parser.add_argument("--thumbnails", default=str(DEFAULT_STATE_DIR / "thumbnails"),
+                        help="directory of the ranking's sticker thumbnails, made once at start and served as "
+                             "static files (default runs/demo/thumbnails)")
     return parser
 
 
@@ -179,6 +183,13 @@ def load_parts(args: argparse.Namespace) -> AppParts:
 
         annotations = AnnotationStore(args.annotations)
     return AppParts(stickers, info, examples, annotations, user_store, note, static_dirs)
+
+
+def thumbnail_cache(args: argparse.Namespace) -> Any:
+    """The ``demo.thumbnails.ThumbnailCache`` of ``--thumbnails`` (``build_demo`` fills it at start)."""
+    from demo.thumbnails import ThumbnailCache
+
+    return ThumbnailCache(getattr(args, "thumbnails", None) or DEFAULT_STATE_DIR / "thumbnails")
 
 
 def free_port() -> int:

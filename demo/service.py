@@ -18,6 +18,9 @@ from typing import Any
 
 from core.data.mod import Sticker, UnknownStickerError
 from core.data.dialogue import ParsedDialogue, parse_dialogue, sample_text
+from core.serving.labels import clean_semantic_label
+from demo.errors import DemoError
+from demo.sticker_uploads import StickerUploads, UploadReading
 
 __all__ = [
     "CANDIDATE_MODES",
@@ -31,6 +34,8 @@ __all__ = [
     "load_examples",
     "rank_in",
     "ranked_to_json",
+    "rerank_rows",
+    "without_prior",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,11 +45,8 @@ SALIENCY_METHODS = ("gradient", "integrated_gradients")
 RANDOM_CANDIDATES = 10
 MAX_CHOSEN = 400
 MAX_IG_STEPS = 128
+API_LABELS = 30  # /rank: semantic labels of the top 30 (its documented contract)
 ProgressFn = Callable[..., Any]
-
-
-class DemoError(ValueError):
-    """Bad input or a failed action; the message is meant for the user."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class RankOutcome:
     gold_id: str | None
     notices: list[str] = field(default_factory=list)
     example: Example | None = None
+    with_prior: bool = True  # False: ranked by the dialogue-dependent shares only (score - prior)
 
     def rank_of(self, sticker_id: str) -> int | None:
         return next((r.rank for r in self.ranked if r.sticker_id == sticker_id), None)
@@ -105,26 +108,11 @@ class RankOutcome:
     def summary(self) -> str:
         """``"Ranked N stickers for speaker A's last turn; gold sticker X is at rank R."``"""
         n = len(self.ranked)
-        gold = f"; gold sticker {self.gold_id} is at rank {self.rank_of(self.gold_id)}." if self.gold_id else "."
-        return f"Ranked {n} sticker{'s' if n != 1 else ''} for speaker {self.parsed.sender}'s last turn{gold}"
-
-
-@dataclass
-class UploadReading:
-    """An uploaded image checked and read: its first frame and the text OCR found on it."""
-
-    image: Any  # PIL image (first frame)
-    text: str
-    engine: str  # the OCR engine used, "off" or "none installed"
-    problem: str | None = None  # why OCR failed (the user types the text instead)
-
-    @property
-    def note(self) -> str:
-        if self.problem:
-            return self.problem
-        if self.engine in ("off", "none installed"):
-            return f"Text reading is {self.engine}: type the text on the sticker (if any)."
-        return f"Text read by {self.engine}: “{self.text or 'no text found'}”. Edit it if needed, then add the sticker."
+        gold = f"; gold sticker {self.gold_id} is at rank {self.rank_of(self.gold_id)}" if self.gold_id else ""
+        prior = "" if self.with_prior else " (without the prior / 不计先验)"
+        return (f"Ranked {n} sticker{'s' if n != 1 else ''}{prior} for speaker {self.parsed.sender}'s last turn{gold}. "
+                f"/ 已为 {self.parsed.sender} 的最后一句排序 {n} 个表情"
+                + (f"，标准答案 {self.gold_id} 排第 {self.rank_of(self.gold_id)}。" if self.gold_id else "。"))
 
 
 def ranked_to_json(ranked: Sequence[Any]) -> list[dict[str, Any]]:
@@ -141,6 +129,30 @@ def ranked_to_json(ranked: Sequence[Any]) -> list[dict[str, Any]]:
         "ocr": str(r.ocr),
         "name": str(r.name_label),
     } for r in ranked]
+
+
+def without_prior(ranked: Sequence[Any]) -> list[Any]:
+    """The ranking by the dialogue-dependent shares only (cross-encoder + text scorer, i.e.
+    ``score - prior``): each ``RankedSticker`` gets that score and its new rank (``prior`` is kept,
+    so the UI can still show it)."""
+    import dataclasses
+
+    rescored = [dataclasses.replace(r, score=float(r.score) - float(r.prior)) for r in ranked]
+    rescored.sort(key=lambda r: -r.score)  # stable: ties keep the model's order
+    return [dataclasses.replace(r, rank=i) for i, r in enumerate(rescored, start=1)]
+
+
+def rerank_rows(rows: Sequence[dict], *, counted: bool, with_prior: bool) -> list[dict]:
+    """:func:`ranked_to_json` rows whose ``score`` did (``counted``) or did not count the prior,
+    re-ranked with or without it (``score`` gains or loses ``prior``); other keys are kept."""
+    rows = [dict(r) for r in rows]
+    if counted != with_prior:
+        for row in rows:
+            row["score"] = round(float(row["score"]) + (1 if with_prior else -1) * float(row["prior"]), 6)
+    rows.sort(key=lambda r: -r["score"])  # stable: ties keep their order
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return rows
 
 
 def rank_in(ranking: Sequence[dict] | None, sticker_id: str | None) -> dict | None:
@@ -182,7 +194,7 @@ def load_examples(mod_data: Any, *, per_split: int = 100) -> list[Example]:
     return examples
 
 
-class DemoService:
+class DemoService(StickerUploads):
     """The demo's actions (rank, saliency, OCR, add sticker, flag) as plain methods.
 
     Args:
@@ -195,11 +207,13 @@ class DemoService:
         ocr_engine: ``"auto"`` (rapidocr, else easyocr), an engine name, or ``None`` (off).
         data_note: a line shown in the UI about where the stickers come from.
         require_login: flags need a logged-in user, who is then the annotator.
+        thumbnails: a ``demo.thumbnails.ThumbnailCache`` (default: one in the temp directory).
     """
 
     def __init__(self, selector: Any, *, sticker_info: dict[str, StickerInfo] | None = None,
                  examples: Iterable[Example] = (), annotations: Any = None, user_stickers: Any = None,
-                 ocr_engine: str | None = "auto", data_note: str = "", require_login: bool = False) -> None:
+                 ocr_engine: str | None = "auto", data_note: str = "", require_login: bool = False,
+                 thumbnails: Any = None) -> None:
         self.selector = selector
         self._info: dict[str, StickerInfo] = dict(sticker_info or {})
         self.examples: dict[str, Example] = {e.key: e for e in (*examples, *BUILTIN_EXAMPLES)}
@@ -209,6 +223,13 @@ class DemoService:
         self.data_note = data_note
         self.require_login = require_login
         self._lock = threading.RLock()  # model calls: one at a time (2 CPU cores)
+        if thumbnails is None:
+            import tempfile
+
+            from demo.thumbnails import ThumbnailCache
+
+            thumbnails = ThumbnailCache(Path(tempfile.gettempdir()) / "sticker_demo_thumbnails")
+        self.thumbnails = thumbnails
 
     # ------------------------------------------------------------------ stickers
 
@@ -230,10 +251,29 @@ class DemoService:
                 "user" if sticker_id.startswith("user-") else "data")
         return self._info[sticker_id]
 
+    def emotion_names(self) -> list[str]:
+        """The model's emotion classes (for the legend)."""
+        config = getattr(getattr(self.selector, "model", None), "config", None)
+        return [str(n) for n in getattr(config, "emotion_names", None) or []]
+
+    @property
+    def has_text_scorer(self) -> bool:
+        return getattr(self.selector, "text_scorer", None) is not None
+
+    def thumbnail(self, sticker_id: str) -> str:
+        """The small image file the ranking shows for a sticker (made once, then cached)."""
+        return self.thumbnails.path(sticker_id, self.info(sticker_id).image_path)
+
+    def prepare_thumbnails(self) -> int:
+        """Makes every sticker's thumbnail now (at start), so no ranking waits for one."""
+        return sum(1 for sid in self.sticker_ids() if self.thumbnail(sid))
+
     def static_dirs(self, extra: Iterable[str | Path] = ()) -> list[str]:
-        """Directories the web server may serve images from: ``extra``, every sticker image's
-        directory and the user sticker directory."""
+        """Directories the web server may serve images from: ``extra``, the thumbnail directory,
+        every sticker image's directory and the user sticker directory."""
         dirs = {Path(d).resolve() for d in extra}
+        Path(self.thumbnails.directory).mkdir(parents=True, exist_ok=True)
+        dirs.add(Path(self.thumbnails.directory).resolve())
         for sid in self.sticker_ids():
             path = self.info(sid).image_path
             if path:
@@ -311,19 +351,44 @@ class DemoService:
 
     def rank(self, text: object, *, mode: str = "all", chosen: Sequence[str] | None = None,
              seed: int | None = 0, alternate: bool = True, example_key: str | None = None,
-             progress: ProgressFn | None = None) -> RankOutcome:
-        """Rank the candidates for the dialogue typed in ``text``."""
+             progress: ProgressFn | None = None, with_prior: bool = True, labels: int = API_LABELS) -> RankOutcome:
+        """Rank the candidates for the dialogue typed in ``text``: every candidate is scored; the
+        (cleaned) semantic labels are computed for the top ``labels`` only. ``with_prior=False``
+        ranks by the dialogue-dependent shares (cross-encoder + text scorer) alone."""
         parsed = self.parse(text, alternate=alternate)
         gold_id, example = self.gold_for(parsed, example_key)
         candidate_ids = self.candidates(mode, chosen, seed=seed, gold_id=gold_id)
         with self._lock:
             try:
-                ranked = self.selector.rank(parsed.turns(), candidate_ids, progress=progress)
+                ranked = list(self.selector.rank(parsed.turns(), candidate_ids, progress=progress, semantic_top_k=0))
             except UnknownStickerError as exc:
                 raise DemoError(f"Unknown sticker id: {exc}") from None
             except ValueError as exc:
                 raise DemoError(f"Cannot rank this dialogue: {exc}") from None
-        return RankOutcome(parsed, list(ranked), candidate_ids, gold_id, list(parsed.notices), example)
+            if not with_prior:
+                ranked = without_prior(ranked)
+            top = ranked[:max(0, int(labels))]
+            for r, label in zip(top, self._labels(parsed, [r.sticker_id for r in top])):
+                r.semantic_label = label
+        return RankOutcome(parsed, ranked, candidate_ids, gold_id, list(parsed.notices), example, with_prior)
+
+    def semantic_labels(self, text: object, sticker_ids: Sequence[str], *, alternate: bool = True) -> list[str]:
+        """The cleaned semantic labels (``core.serving.labels.clean_semantic_label``) the model
+        reconstructs for these stickers in this dialogue: only the rows a page shows need them."""
+        parsed = self.parse(text, alternate=alternate)
+        ids = [self.check_sticker_id(s) for s in sticker_ids]
+        with self._lock:
+            return self._labels(parsed, ids)
+
+    def _labels(self, parsed: ParsedDialogue, sticker_ids: Sequence[str]) -> list[str]:
+        if not sticker_ids:
+            return []
+        try:
+            context = self.selector.context_ids(parsed.turns())
+            rows = [self.selector.bank.position(s) for s in sticker_ids]
+            return [clean_semantic_label(t) for t in self.selector.semantic_labels(context, rows)]
+        except (UnknownStickerError, KeyError, ValueError) as exc:
+            raise DemoError(f"Cannot read the semantic labels: {exc}") from None
 
     def saliency(self, text: object, sticker_id: object, method: str = "gradient", *, n_steps: int = 32,
                  alternate: bool = True, progress: ProgressFn | None = None) -> list[tuple[str, float]]:
@@ -346,105 +411,6 @@ class DemoService:
             except ValueError as exc:
                 raise DemoError(f"Cannot compute saliency: {exc}") from None
         return [(str(token), float(score)) for token, score in pairs]
-
-    # ------------------------------------------------------------------ user stickers
-
-    @property
-    def can_add(self) -> bool:
-        return self.user_stickers is not None
-
-    def user_sticker_tiles(self) -> list[tuple[str, str]]:
-        """(image path, caption) of every user sticker; empty when adding is off or the store is unreadable."""
-        if self.user_stickers is None:
-            return []
-        try:
-            stickers = self.user_stickers.stickers()
-        except Exception as exc:  # noqa: BLE001 - a broken store must not break the page
-            logger.warning("cannot list user stickers: %s", exc)
-            return []
-        return [(str(s.image_path), f"{s.sticker_id} · {s.name_label or s.ocr or ''}") for s in stickers]
-
-    def preview_upload(self, file_path: str | Path) -> Any:
-        """The first frame of an uploaded image (PIL), checked like a sticker to add."""
-        from core.data.images import StickerImageError, load_sticker_image
-
-        try:
-            path = self._checked_upload(file_path)
-            return load_sticker_image(path, name=path.name)
-        except (DemoError, StickerImageError) as exc:
-            raise DemoError(f"Not a usable image: {exc}") from None
-
-    def read_upload(self, file_path: str | Path, engine: str | None = None,
-                    progress: ProgressFn | None = None) -> UploadReading:
-        """Check an upload (:class:`DemoError` when it is not a usable image) and read its text;
-        an OCR failure is reported in ``problem`` (the preview is still good)."""
-        image = self.preview_upload(file_path)
-        if progress is not None:
-            progress(0.2, desc="reading the text (OCR)")
-        try:
-            text, used = self.read_text(file_path, engine=engine)
-        except DemoError as exc:
-            logger.info("upload %s: %s", Path(file_path).name, exc)
-            return UploadReading(image, "", "failed", str(exc))
-        return UploadReading(image, text, used)
-
-    def read_text(self, file_path: str | Path | None, engine: str | None = None) -> tuple[str, str]:
-        """(OCR text, engine used) for an uploaded file; ("", reason) when OCR is off."""
-        if not file_path:
-            raise DemoError("Upload an image first.")
-        from demo import ocr
-        from core.data.images import StickerImageError
-
-        wanted = engine or self.ocr_engine
-        if wanted is None or wanted == "off":
-            return "", "off"
-        name = ocr.default_engine() if wanted == "auto" else wanted
-        if name is None:
-            return "", "none installed"
-        try:
-            return ocr.read_text(self._checked_upload(file_path), engine=name), name
-        except StickerImageError as exc:
-            raise DemoError(f"Not a usable image: {exc}") from None
-        except ocr.OCRError as exc:
-            raise DemoError(f"OCR failed ({exc}); type the text yourself.") from None
-
-    def _checked_upload(self, file_path: str | Path) -> Path:
-        from demo.user_stickers import MAX_UPLOAD_BYTES
-
-        path = Path(file_path)
-        try:
-            size = path.stat().st_size
-        except OSError:
-            raise DemoError("The uploaded file is gone; upload it again.") from None
-        if size > MAX_UPLOAD_BYTES:
-            raise DemoError(f"The file is {size / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB.")
-        return path
-
-    def add_sticker(self, file_path: str | Path | None, ocr_text: str = "", name: str = "",
-                    *, original_name: str | None = None) -> Sticker:
-        """Store an uploaded image as a user sticker and make it rankable at once."""
-        if self.user_stickers is None:
-            raise DemoError("Adding stickers is turned off (no user sticker directory).")
-        if not file_path:
-            raise DemoError("Upload an image first.")
-        from core.data.images import StickerImageError, load_sticker_image
-        from demo.user_stickers import UserStickerError
-
-        path = self._checked_upload(file_path)
-        label = Path(original_name or path.name).name
-        with self._lock:
-            try:
-                sticker = self.user_stickers.add(path, ocr=ocr_text or "", name=name or "", source_name=label)
-                image = load_sticker_image(sticker.image_path)
-            except StickerImageError as exc:
-                raise DemoError(f"Not a usable image: {exc}") from None
-            except UserStickerError as exc:
-                raise DemoError(str(exc)) from None
-            if sticker.sticker_id not in set(self.selector.sticker_ids()):
-                self.selector.add_sticker(sticker, image=image)
-            self._info[sticker.sticker_id] = StickerInfo(sticker.sticker_id, sticker.name_label, sticker.ocr,
-                                                         str(sticker.image_path), "user")
-        return sticker
 
     # ------------------------------------------------------------------ annotations
 

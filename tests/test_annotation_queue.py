@@ -344,6 +344,8 @@ def test_review_and_export(service):
     rows = service.review("valid")
     assert [(r["sticker_id"], r["acceptable"], r["not_acceptable"]) for r in rows] == [(shown[1], ["bob"], ["alice"])]
     assert service.review("easy_test") == [] and len(service.review()) == 1
+    assert service.progress_rows("valid") == [["valid", "alice", 1, 0, 2], ["valid", "bob", 1, 0, 2]]
+    assert service.progress_rows() == service.progress_rows("valid")
     agreement = service.demo.agreement()
     assert agreement["n_items"] == 4 and agreement["cohen_kappa"][0]["annotators"] == ["alice", "bob"]
     path = service.export("jsonl")

@@ -138,3 +138,66 @@ def test_login_required_flags_as_the_logged_in_user(tmp_path, make_tiny_selector
             "hello", "emoji-1f600", "someone-else", "acceptable", api_name="/flag")
         assert record["annotator"] == "ann"
     store.close()
+
+
+# --------------------------------------------------------------------------- the annotation queue
+
+
+def test_annotate_next_submit_skip_undo(client, app):
+    state = client.predict("api-annotator", "examples", api_name="/annotate_next")
+    assert {"item_id", "dialogue", "candidates", "done", "total", "finished"} <= set(state)
+    assert (state["queue"], state["done"], state["total"]) == ("examples", 0, len(app.service.examples))
+    top = state["candidates"]
+    assert len(top) == 8 and {"sticker_id", "name", "image_url", "rank"} <= set(top[0])
+    assert top[0]["image_url"].startswith(app.url.rstrip("/") + "/gradio_api/file=")
+    import urllib.request
+
+    with urllib.request.urlopen(top[0]["image_url"], timeout=30) as response:  # the URL serves the image
+        assert response.status == 200 and response.read(4) == b"\x89PNG"
+    after = client.predict("api-annotator", "examples", state["item_id"], [top[2]["sticker_id"]],
+                           api_name="/annotate_submit")
+    assert (after["done"], after["submitted"]) == (1, 1) and after["item_id"] != state["item_id"]
+    labels = {a.sticker_id: a.label for a in app.service.annotations.for_dialogue(state["dialogue"])
+              if a.annotator == "api-annotator"}
+    assert labels[top[2]["sticker_id"]] == "acceptable"
+    assert sorted(s for s, lab in labels.items() if lab == "not_acceptable") == sorted(
+        c["sticker_id"] for c in top if c is not top[2])
+    skipped = client.predict("api-annotator", "examples", after["item_id"], api_name="/annotate_skip")
+    assert (skipped["done"], skipped["skipped"]) == (2, 1)
+    undone = client.predict("api-annotator", "examples", api_name="/annotate_undo")
+    assert undone["item_id"] == after["item_id"] and undone["done"] == 1
+    undone = client.predict("api-annotator", "examples", api_name="/annotate_undo")
+    assert undone["item_id"] == state["item_id"] and undone["accepted"] == [top[2]["sticker_id"]]
+    assert not [a for a in app.service.annotations.for_dialogue(state["dialogue"]) if a.annotator == "api-annotator"]
+
+
+def test_annotate_errors_are_clear(client):
+    state = client.predict("api-errors", "examples", api_name="/annotate_next")
+    with pytest.raises(gradio_client.exceptions.AppError, match="Unknown queue 'nope'; the queues are: examples"):
+        client.predict("api-errors", "nope", api_name="/annotate_next")
+    with pytest.raises(gradio_client.exceptions.AppError, match="Unknown item 'no-item' in queue 'examples'"):
+        client.predict("api-errors", "examples", "no-item", [], api_name="/annotate_submit")
+    with pytest.raises(gradio_client.exceptions.AppError, match="Unknown sticker id 'no-such-sticker'"):
+        client.predict("api-errors", "examples", state["item_id"], ["no-such-sticker"], api_name="/annotate_submit")
+    assert client.predict("api-errors", "examples", api_name="/annotate_next")["done"] == 0
+
+
+def test_annotate_split_queues_and_login(tmp_path, make_tiny_selector):
+    from core.data.mod import load_mod
+    from tests.support.mini_mod import make_mini_mod
+
+    mod = load_mod(make_mini_mod(tmp_path / "mod"))
+    selector = make_tiny_selector([s for s in mod.stickers if s.has_image])
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    with running_demo(selector, annotations=store, auth=[("ann", "pw1")], ocr_engine=None,
+                      splits=mod.split_rows) as running:
+        client = _client(running.url, auth=("ann", "pw1"))
+        state = client.predict("someone-else", "hard_test", api_name="/annotate_next")
+        assert (state["annotator"], state["total"], state["item_id"]) == (
+            "ann", len(mod.split_rows["hard_test"]), mod.split_rows["hard_test"][0]["sample_id"])
+        client.predict("someone-else", "hard_test", state["item_id"], [], api_name="/annotate_submit")
+        assert {a.annotator for a in store.all()} == {"ann"}
+        assert {a.source_sample_id for a in store.all()} == {state["item_id"]}
+        with pytest.raises(gradio_client.exceptions.AppError, match="the queues are: valid, easy_test, hard_test"):
+            client.predict("ann", "examples", api_name="/annotate_next")
+    store.close()

@@ -24,10 +24,13 @@ sync_api = pytest.importorskip("playwright.sync_api")
 inference = pytest.importorskip("core.serving.inference")
 
 from core.annotations import AnnotationStore  # noqa: E402
+from core.serving.prior import StickerPrior  # noqa: E402
 from demo.user_stickers import UserStickerStore  # noqa: E402
+from demo.rank_tab import TOP_K  # noqa: E402
 from tests.support.demo_server import CJK_FONT, running_demo, starter_kwargs, write_text_sticker  # noqa: E402
 
 TIMEOUT_MS = 60_000
+PRIOR_FAVOURITE = "emoji-1f634"  # the one sticker the test prior knows: first whenever the prior counts
 sync_api.expect.set_options(timeout=TIMEOUT_MS)  # the default 5 s is too short on a busy 2-core machine
 
 
@@ -35,6 +38,7 @@ sync_api.expect.set_options(timeout=TIMEOUT_MS)  # the default 5 s is too short 
 def app(tmp_path_factory, make_tiny_selector):
     tmp = tmp_path_factory.mktemp("demo_browser")
     selector = make_tiny_selector()
+    selector.prior = StickerPrior({PRIOR_FAVOURITE: 1000}, weight=5.0)  # ranks it first unless left out
     store = AnnotationStore(tmp / "annotations.sqlite")
     with running_demo(selector, annotations=store, user_stickers=UserStickerStore(tmp / "user"),
                       **starter_kwargs()) as running:
@@ -72,11 +76,11 @@ def test_type_dialogue_and_rank(page, app):
     sync_api.expect(page.locator("#dialogue-preview")).to_contain_text("sends the sticker")
     page.click("#rank-btn")
     sync_api.expect(page.locator("#rank-status")).to_contain_text("Ranked 62 stickers for speaker A")
-    assert page.locator("#ranking-gallery img").count() == len(app.service.sticker_ids())
+    sync_api.expect(page.locator("#ranking-gallery img")).to_have_count(TOP_K)  # the top of the ranking
     sync_api.expect(page.locator("#ranking-table")).to_contain_text("emoji-1f")
-    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank 1")
+    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank / 排名 1")
     # pick "Random 10": ten tiles
-    page.get_by_label("Random 10 (gold + 9 when an example is loaded)").check()
+    page.get_by_label(re.compile("Random 10")).check()
     page.click("#rank-btn")
     sync_api.expect(page.locator("#rank-status")).to_contain_text("Ranked 10 stickers")
     sync_api.expect(page.locator("#ranking-gallery img")).to_have_count(10)
@@ -92,12 +96,12 @@ def test_empty_dialogue_shows_error_and_app_keeps_working(page):
 def test_saliency_for_a_clicked_sticker(page):
     _rank(page, "A: 今天好开心\nB: 怎么啦\nA: 考试通过了 haha")
     page.locator("#ranking-gallery button.thumbnail-item").nth(2).click()
-    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank 3")
+    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank / 排名 3")
     page.click("#saliency-btn")
     sync_api.expect(page.locator("#saliency-status")).to_contain_text("tokens")
     sync_api.expect(page.locator("#saliency-text")).to_contain_text("开")
     sync_api.expect(page.locator("#saliency-heatmap img")).to_have_count(1)
-    page.get_by_label("Integrated Gradients", exact=True).check()
+    page.get_by_role("radio", name=re.compile("Integrated Gradients")).check()
     page.click("#saliency-btn")
     sync_api.expect(page.locator("#saliency-status")).to_contain_text("tokens")
 
@@ -116,9 +120,13 @@ def test_add_sticker_with_ocr_then_rank_it(page, app, tmp_path):
     sync_api.expect(page.locator("#add-status")).to_contain_text("Added user-0001")
     sync_api.expect(page.locator("#user-gallery img")).to_have_count(1)
     assert "user-0001" in app.service.sticker_ids()
+    sync_api.expect(page.locator("#header")).to_contain_text("63 stickers")  # the header counts it
     page.get_by_role("tab", name=re.compile("Rank & explain")).click()
     _rank(page, "我去睡啦\n晚安")
     sync_api.expect(page.locator("#rank-status")).to_contain_text("Ranked 63 stickers")
+    for shown in (40, 60, 63):  # one click at a time (a click while one is pending is ignored)
+        page.click("#more-btn")
+        sync_api.expect(page.locator("#ranking-gallery img")).to_have_count(shown)
     sync_api.expect(page.locator("#ranking-gallery img[src*='user-0001']")).to_have_count(1)
 
 
@@ -133,7 +141,7 @@ def test_bad_upload_shows_error(page, tmp_path):
 def test_flag_a_sticker(page, app):
     _rank(page, "A: 周末一起去爬山吗\nB: 好呀好呀")
     page.locator("#ranking-gallery button.thumbnail-item").nth(1).click()
-    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank 2")
+    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank / 排名 2")
     page.fill("#annotator input, #annotator textarea", "browser-tester")
     page.click("#flag-btn")
     sync_api.expect(page.locator("#flag-status")).to_contain_text("Saved")
@@ -143,3 +151,69 @@ def test_flag_a_sticker(page, app):
     page.get_by_role("tab", name=re.compile("Annotations")).click()
     page.click("#agreement-btn")
     sync_api.expect(page.locator("#agreement")).not_to_be_empty()
+
+
+def _first_row(page) -> str:
+    return page.locator("#ranking-table tbody tr").first.get_attribute("data-sticker")
+
+
+def test_ranking_a_new_dialogue_clears_the_last_ones_results(page):
+    page.fill("#dialogue textarea", "  ")
+    page.click("#rank-btn")  # an error: its warning toast and error line
+    sync_api.expect(page.locator(".toast-body")).not_to_have_count(0)
+    _rank(page, "A: 今天好开心\nB: 怎么啦\nA: 考试通过了")
+    sync_api.expect(page.locator(".toast-body")).to_have_count(0)  # the warning went with the new ranking
+    page.locator("#ranking-gallery button.thumbnail-item").nth(2).click()
+    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank / 排名 3")
+    page.click("#saliency-btn")
+    sync_api.expect(page.locator("#saliency-heatmap img")).to_have_count(1)
+    page.fill("#annotator input, #annotator textarea", "stale-tester")
+    page.click("#flag-btn")
+    sync_api.expect(page.locator("#flag-status")).to_contain_text("Saved")
+    sync_api.expect(page.locator("#ranking-gallery button.thumbnail-item.selected")).to_have_count(1)
+
+    page.fill("#dialogue textarea", "A: 下雨了\nB: 带伞了吗\nA: 没带，好惨")
+    page.click("#rank-btn")
+    sync_api.expect(page.locator("#rank-status")).to_contain_text("Ranked 6")
+    sync_api.expect(page.locator("#ranking-table tbody tr")).to_have_count(TOP_K)
+    sync_api.expect(page.locator("#saliency-heatmap img")).to_have_count(0)
+    sync_api.expect(page.locator("#saliency-status")).to_have_text("")
+    sync_api.expect(page.locator("#saliency-text")).not_to_contain_text("开")
+    sync_api.expect(page.locator("#flag-status")).not_to_contain_text("Saved")
+    sync_api.expect(page.locator("#flags-table")).not_to_contain_text("stale-tester")
+    sync_api.expect(page.locator("#ranking-gallery button.thumbnail-item.selected")).to_have_count(0)
+    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank / 排名 1")
+
+
+def test_top_k_then_show_more(page, app):
+    _rank(page, "A: 周末干嘛\nB: 在家躺着")
+    n = len(app.service.sticker_ids())  # 62, or 63 after the add test
+    table_rows = page.locator("#ranking-table tbody tr")
+    sync_api.expect(table_rows).to_have_count(TOP_K)
+    sync_api.expect(page.locator("#ranking-table")).to_contain_text(f"top {TOP_K} of {n}")
+    for shown in (2 * TOP_K, 3 * TOP_K, n):
+        page.click("#more-btn")
+        sync_api.expect(table_rows).to_have_count(shown)
+        sync_api.expect(page.locator("#ranking-gallery img")).to_have_count(shown)
+    sync_api.expect(page.locator("#more-btn")).to_be_hidden()
+    ranks = [int(t.split()[0]) for t in page.locator("#ranking-table td:first-child").all_inner_texts()]
+    assert ranks == list(range(1, n + 1))
+    # a click on a row selects its sticker
+    table_rows.nth(4).click()
+    sync_api.expect(page.locator("#selected-info")).to_contain_text("rank / 排名 5")
+
+
+def test_rank_without_the_prior(page):
+    _rank(page, "A: 你还没睡吗\nB: 还在加班呢")
+    assert _first_row(page) == PRIOR_FAVOURITE
+    sync_api.expect(page.locator("#ranking-table .sbar").first).to_be_visible()  # the score breakdown bar
+    page.click("#no-prior input")
+    sync_api.expect(page.locator("#ranking-table")).to_contain_text("without the prior")
+    sync_api.expect(page.locator("#ranking-table tbody tr").first).not_to_have_attribute("data-sticker",
+                                                                                        PRIOR_FAVOURITE)
+    _rank(page, "A: 你还没睡吗\nB: 还在加班呢\nA: 好困")  # "Rank" keeps the switch
+    sync_api.expect(page.locator("#rank-status")).to_contain_text("without the prior")
+    assert _first_row(page) != PRIOR_FAVOURITE
+    page.click("#no-prior input")
+    sync_api.expect(page.locator("#ranking-table tbody tr").first).to_have_attribute("data-sticker",
+                                                                                    PRIOR_FAVOURITE)
