@@ -42,7 +42,8 @@ class TextInputs:
     def speaker_id(self, speaker) -> int:
         if isinstance(speaker, str) and speaker in self.speaker_tokens:
             return self.speaker_ids[self.speaker_tokens.index(speaker)]
-        index = int(speaker) if not isinstance(speaker, str) else int(speaker.strip("[speaker]") or 1) - 1
+        digits = "".join(ch for ch in str(speaker) if ch.isdigit())  # "[speaker2]", "2", 1 ...
+        index = int(speaker) if not isinstance(speaker, str) else int(digits or 1) - 1
         return self.speaker_ids[index % len(self.speaker_ids)]
 
     def ids(self, text: str) -> list[int]:
