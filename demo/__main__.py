@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     blocks = build_demo(selector, sticker_info=parts.sticker_info, examples=parts.examples,
                         annotations=parts.annotations, user_stickers=parts.user_stickers,
                         ocr_engine=None if args.ocr == "off" else args.ocr, data_note=parts.data_note,
-                        require_login=auth is not None, static_dirs=parts.static_dirs,
+                        require_login=auth is not None, static_dirs=parts.static_dirs, splits=parts.splits,
                         thumbnails=thumbnail_cache(args))
     blocks.queue(default_concurrency_limit=1)
     blocks.launch(server_name=args.host, server_port=args.port, auth=auth, max_file_size=MAX_UPLOAD,

@@ -240,23 +240,21 @@ def _add_sticker_tab(service: DemoService, ui: SimpleNamespace, *, ocr_engine: s
                   concurrency_id="model", **PRIVATE)
 
 
-def _annotations_tab(service: DemoService) -> None:
-    """Inter-annotator agreement over the stored flags."""
-    with gr.Tab("Annotations / 标注", id="annotations"):
-        gr.Markdown("Inter-annotator agreement over items flagged by two or more annotators.")
-        button = gr.Button("Refresh agreement", elem_id="agreement-btn")
-        agreement = gr.JSON(label="Agreement", elem_id="agreement")
-        status = gr.Markdown("" if service.can_flag else "No annotation database.")
+def _annotations_tab(service: DemoService, *, splits: Any = None, require_login: bool = False) -> Any:
+    """The annotation queue and the review & agreement tabs (``demo/queue_tab.py``); returns the
+    :class:`demo.queue_service.QueueService` they share with the API."""
+    from demo.queue_service import QueueService
+    from demo.queue_tab import queue_tab, review_tab
 
-    @_handle_errors(KEEP, STATUS)
-    def on_agreement():
-        return service.agreement(), ""
-
-    button.click(on_agreement, None, [agreement, status], **PRIVATE)
+    queues = QueueService(service, splits)
+    queue_tab(service, queues, require_login=require_login)
+    review_tab(service, queues)
+    return queues
 
 
-def _api(service: DemoService) -> None:
-    """The named API endpoints ``/rank``, ``/saliency`` and ``/flag`` (errors raise ``gr.Error``)."""
+def _api(service: DemoService, queues: Any = None) -> None:
+    """The named API endpoints ``/rank``, ``/saliency`` and ``/flag`` (errors raise ``gr.Error``), and the
+    annotation queue's ``/annotate_next``, ``/annotate_submit``, ``/annotate_skip``, ``/annotate_undo``."""
     @_handle_errors()
     def rank(dialogue: str, candidates: str = "all", sticker_ids: list[str] | None = None,
              seed: int = 0) -> list[dict]:
@@ -287,6 +285,10 @@ def _api(service: DemoService) -> None:
     gr.api(rank, api_name="rank", concurrency_id="model")
     gr.api(saliency, api_name="saliency", concurrency_id="model")
     gr.api(flag, api_name="flag")
+    if queues is not None:
+        from demo.queue_tab import queue_api
+
+        queue_api(service, queues)
 
 
 # --------------------------------------------------------------------------- build
@@ -296,7 +298,7 @@ def build_demo(selector: Any, *, sticker_info: dict[str, StickerInfo] | None = N
                examples: list[Example] | None = None, annotations: Any = None, user_stickers: Any = None,
                ocr_engine: str | None = "auto", data_note: str = "", require_login: bool = False,
                static_dirs: list[str | Path] | None = None, title: str = "Sticker selection demo",
-               thumbnails: Any = None) -> gr.Blocks:
+               splits: dict[str, list[dict]] | None = None, thumbnails: Any = None) -> gr.Blocks:
     """Build (not launch) the demo.
 
     Args:
@@ -311,6 +313,8 @@ def build_demo(selector: Any, *, sticker_info: dict[str, StickerInfo] | None = N
         static_dirs: directories with sticker images, registered with ``gr.set_static_paths``
             so the gallery may serve them (the sticker and user-sticker dirs are added
             automatically).
+        splits: split name → ``core.data.mod`` sample rows (``ModData.split_rows``); the
+            annotation queue offers ``valid``, ``easy_test`` and ``hard_test`` from them.
         thumbnails: ``demo.thumbnails.ThumbnailCache`` (default: one in the temp directory); every
             sticker's thumbnail is made here, before the page is served.
     """
@@ -326,12 +330,13 @@ def build_demo(selector: Any, *, sticker_info: dict[str, StickerInfo] | None = N
         header = gr.Markdown(_header_md(service), elem_id="header")
         if data_note:
             gr.Markdown(_notes_md([data_note]), elem_id="data-note")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             ui = _rank_tab(service, require_login=require_login)
             _add_sticker_tab(service, ui, ocr_engine=ocr_engine, header=header)
-            _annotations_tab(service)
-        _api(service)
+            queues = _annotations_tab(service, splits=splits, require_login=require_login)
+        _api(service, queues)
     blocks.demo_service = service  # for tests and scripts
+    blocks.queue_service = queues
     return blocks
 
 

@@ -125,6 +125,7 @@ class AppParts:
     user_stickers: Any = None
     data_note: str = ""
     static_dirs: list[Path] = field(default_factory=list)
+    splits: dict[str, list[dict]] = field(default_factory=dict)  # the MOD data's split rows (annotation queues)
 
 
 def _starter_parts() -> tuple[list[Any], dict[str, StickerInfo], list[Path]]:
@@ -142,6 +143,7 @@ def load_parts(args: argparse.Namespace) -> AppParts:
     """Load stickers, examples and stores as the options say (errors name the file)."""
     data_dir = None if args.starter else (args.data or default_data_dir())
     examples: list[Example] = []
+    splits: dict[str, list[dict]] = {}
     if data_dir is not None:
         from core.data.mod import load_mod
         from demo.service import load_examples
@@ -153,6 +155,7 @@ def load_parts(args: argparse.Namespace) -> AppParts:
         info = {s.sticker_id: StickerInfo(s.sticker_id, s.name_label, s.ocr, str(s.image_path), "data")
                 for s in stickers}
         examples = load_examples(mod, per_split=args.examples)
+        splits = {name: rows for name, rows in mod.split_rows.items() if name in ("valid", "easy_test", "hard_test")}
         note = (f"Stickers and examples from {data_dir} ({len(stickers)} stickers"
                 + (f"; left out for lack of an image: {', '.join(left_out)}" if left_out else "")
                 + f"; easy/hard test split seed {args.split_seed}"
@@ -182,7 +185,7 @@ def load_parts(args: argparse.Namespace) -> AppParts:
         from core.annotations import AnnotationStore
 
         annotations = AnnotationStore(args.annotations)
-    return AppParts(stickers, info, examples, annotations, user_store, note, static_dirs)
+    return AppParts(stickers, info, examples, annotations, user_store, note, static_dirs, splits)
 
 
 def thumbnail_cache(args: argparse.Namespace) -> Any:
