@@ -101,7 +101,7 @@ def test_saliency_for_a_clicked_sticker(page):
     sync_api.expect(page.locator("#saliency-status")).to_contain_text("tokens")
     sync_api.expect(page.locator("#saliency-text")).to_contain_text("开")
     sync_api.expect(page.locator("#saliency-heatmap img")).to_have_count(1)
-    page.get_by_role("radio", name=re.compile("Integrated Gradients")).check()
+    page.locator("#method").get_by_role("radio", name=re.compile("Integrated Gradients")).check()
     page.click("#saliency-btn")
     sync_api.expect(page.locator("#saliency-status")).to_contain_text("tokens")
 
