@@ -59,6 +59,7 @@ class QueueService:
         self.top_k = max(1, min(9, int(top_k)))
         self._lock = threading.RLock()
         self._rankings: OrderedDict[tuple[str, str, int], list[str]] = OrderedDict()
+        self._prefetching = False
         self._queues: dict[str, AnnotationQueue] = {}
         for name in SPLIT_QUEUES:
             rows = (splits or {}).get(name)
@@ -130,7 +131,7 @@ class QueueService:
             if key in self._rankings:
                 self._rankings.move_to_end(key)
                 return self._rankings[key]
-        ranked = [r.sticker_id for r in self.demo.rank(item.dialogue).ranked]
+        ranked = [r.sticker_id for r in self.demo.rank(item.dialogue, labels=0).ranked]  # no semantic labels
         with self._lock:
             self._rankings[key] = ranked
             while len(self._rankings) > _RANK_CACHE:
@@ -167,7 +168,29 @@ class QueueService:
         if item is not None:
             out.update(item_id=item.item_id, position=queue.position(item.item_id), dialogue=item.dialogue,
                        gold=item.gold, candidates=self.candidates(queue, item, base_url))
+            following = next((i for i in queue.items[queue.position(item.item_id):] if i.item_id not in answers), None)
+            if following is not None:
+                self._prefetch(queue, following)
         return out
+
+    def _prefetch(self, queue: AnnotationQueue, item: QueueItem) -> None:
+        """Rank ``item`` in the background (one at a time) while the annotator reads the current one,
+        so that submitting shows the next item without waiting for the model."""
+        key = (queue.name, item.item_id, len(self.demo.sticker_ids()))
+        with self._lock:
+            if key in self._rankings or self._prefetching:
+                return
+            self._prefetching = True
+
+        def work() -> None:
+            try:
+                self._ranking(queue, item)
+            except Exception as exc:  # noqa: BLE001 - a failed prefetch only costs the wait later
+                logger.info("prefetch of %s failed: %s", item.item_id, exc)
+            finally:
+                self._prefetching = False
+
+        threading.Thread(target=work, name="queue-prefetch", daemon=False).start()  # exit waits for it
 
     # ------------------------------------------------------------------ answers
 

@@ -355,3 +355,76 @@ def test_review_and_export(service):
     assert len(records) == 8
     with pytest.raises(DemoError, match="export format"):
         service.export("csv")
+
+
+# --------------------------------------------------------------------------- kill -9
+
+_SUBMITTER = r"""
+import sys
+from core.annotations import AnnotationStore
+from core.annotations.progress import QueueProgress
+db, who = sys.argv[1], sys.argv[2]
+progress = QueueProgress(AnnotationStore(db))
+for k in range(10_000):
+    labels = {f"s{k % 7}": "acceptable", f"s{(k + 1) % 7}": "not_acceptable", f"s{(k + 3) % 7}": "not_acceptable"}
+    progress.submit(queue="q", item_id=f"i{k}", annotator=who, dialogue_text=f"A: dialogue {k}\nB: ok", labels=labels)
+    print(f"ack {k}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_acknowledged_submission(tmp_path):
+    """Three processes submit as fast as they can and are killed with SIGKILL; every submission
+    acknowledged before is stored, and every stored one is whole (progress row ⇔ its flags)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "kill.sqlite"
+    AnnotationStore(db).close()
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    procs = [subprocess.Popen([sys.executable, "-c", _SUBMITTER, str(db), f"w{i}"], stdout=subprocess.PIPE,
+                              text=True, cwd=repo, env=env) for i in range(3)]
+    acked: dict[str, int] = {}
+    while len(acked) < 3 or min(acked.values()) < 15:  # every writer well under way
+        for i, p in enumerate(procs):
+            line = p.stdout.readline()
+            assert line, f"writer {i} stopped early"
+            acked[f"w{i}"] = int(line.split()[1]) + 1
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+    for i, p in enumerate(procs):  # acks already written but not yet read count too
+        acked[f"w{i}"] += sum(1 for line in p.stdout.read().splitlines() if line.startswith("ack"))
+        p.wait()
+    with AnnotationStore(db) as store:
+        assert store.integrity_check() == "ok"
+        progress = QueueProgress(store)
+        flags = {(a.dialogue_text, a.sticker_id, a.annotator): a.label for a in store.all()}
+        for who, n_acked in acked.items():
+            answers = progress.answers(queue="q", annotator=who)
+            assert {f"i{k}" for k in range(n_acked)} <= set(answers)
+            assert len(answers) <= n_acked + 1  # at most the one in flight
+            for item_id, row in answers.items():
+                k = int(item_id[1:])
+                text = f"A: dialogue {k}\nB: ok"
+                assert {s: flags.get((text, s, who)) for s in row.labels} == row.labels
+            assert sum(1 for key in flags if key[2] == who) == 3 * len(answers)
+
+
+def test_the_next_item_is_ranked_in_the_background(service):
+    import time
+
+    state = service.state("alice", "valid")
+    queue = service.queue("valid")
+    following = queue.items[1]
+    key = ("valid", following.item_id, len(service.demo.sticker_ids()))
+    deadline = time.monotonic() + 60
+    while key not in service._rankings and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert key in service._rankings  # prefetched while the first item is shown
+    after = service.submit("alice", "valid", state["item_id"], [])
+    assert after["item_id"] == following.item_id
+    assert [c["sticker_id"] for c in after["candidates"]] == service._rankings[key][:4]
