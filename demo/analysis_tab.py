@@ -181,15 +181,15 @@ def analysis_tab(service: DemoService, ui: SimpleNamespace, tabs: Any, *,
 def contrast_rows(contrast: Contrast, top: int = 12) -> list[list[Any]]:
     """The tokens that move s(pick) - s(gold) most: [token, cross-encoder, text scorer, total]."""
     tokens = sorted(contrast.explanation.tokens, key=lambda t: -abs(t.total))[:top]
-    return [[t.token.strip() or "␣", round(t.cross, 4), round(t.text, 4), round(t.total, 4)] for t in tokens]
+    return [[t.token.strip() or "␣", *(float(f"{v:.3g}") for v in (t.cross, t.text, t.total))] for t in tokens]
 
 
 def _contrast_md(contrast: Contrast) -> str:
     e = contrast.explanation
     ranks = f" (ranks {contrast.pick_rank} and {contrast.gold_rank})" if contrast.gold_rank else ""
     lines = [f"s(**{_md_escape(contrast.pick)}**, the pick) − s(**{_md_escape(contrast.gold)}**, gold){ranks} = "
-             f"{e.score:.3f}: cross-encoder {e.cross:.3f}, text scorer {e.text:.3f}, prior {e.prior:.3f}.",
-             f"The dialogue tokens' attributions add up to {e.attributed:.3f} of the {e.explained:.3f} that the "
+             f"{e.score:.4g}: cross-encoder {e.cross:.4g}, text scorer {e.text:.4g}, prior {e.prior:.4g}.",
+             f"The dialogue tokens' attributions add up to {e.attributed:.4g} of the {e.explained:.4g} that the "
              f"dialogue adds over an all-[PAD] dialogue. Red: pushes toward the pick; blue: toward the gold. "
              f"/ 红色偏向模型首选，蓝色偏向标准答案。"]
     return "<br>".join(lines) + ("\n\n" + _notes_md(e.notes) if e.notes else "")

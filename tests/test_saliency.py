@@ -138,3 +138,20 @@ def test_place_characters():
     assert place_characters(values, [(-1, -1)]) == ([0.0], 15.0)
     totals, rest = place_characters(values, [(1, 2), (4, 5)])
     assert sum(totals) == 15.0 and rest == 0.0
+
+
+@pytest.mark.slow
+def test_the_default_model_explains_its_text_scorer_share():
+    """The shipped model: its text scorer's fine-tuned e5 is rebuilt for gradients exactly, and
+    Integrated Gradients' token totals add up to the dialogue's part of the score."""
+    from demo.user_stickers import load_starter_stickers
+
+    selector = StickerSelector.load(None, stickers=load_starter_stickers(), device="cpu")
+    turns = ["你还没睡吗", "还在加班呢", "好困啊，我去睡觉了"]
+    top = selector.rank(turns, semantic_top_k=0)[0]
+    explanation = selector.explain(turns, {top.sticker_id: 1.0}, "integrated_gradients", n_steps=32)
+    assert explanation.notes == []
+    assert explanation.score == pytest.approx(top.score, abs=1e-3)
+    assert explanation.text == pytest.approx(top.text, abs=1e-3) and top.text != 0
+    assert explanation.attributed == pytest.approx(explanation.explained, rel=0.05)
+    assert any(t.text != 0 for t in explanation.tokens if "困" in t.token)
