@@ -252,6 +252,12 @@ def _annotations_tab(service: DemoService, *, splits: Any = None, require_login:
     return queues
 
 
+def _analysis_tab(service: DemoService, ui: SimpleNamespace, tabs: Any, *, splits: Any = None) -> Any:
+    from demo.analysis_tab import analysis_tab
+
+    return analysis_tab(service, ui, tabs, splits=splits)
+
+
 def _api(service: DemoService, queues: Any = None) -> None:
     """The named API endpoints ``/rank``, ``/saliency`` and ``/flag`` (errors raise ``gr.Error``), and the
     annotation queue's ``/annotate_next``, ``/annotate_submit``, ``/annotate_skip``, ``/annotate_undo``."""
@@ -268,7 +274,8 @@ def _api(service: DemoService, queues: Any = None) -> None:
     @_handle_errors()
     def saliency(dialogue: str, sticker_id: str, method: str = "gradient", n_steps: int = 32) -> list[dict]:
         """Word saliency of the dialogue tokens for one sticker's matching score.
-        method: "gradient" (per-token gradient norm, paper Fig. 3) or "integrated_gradients".
+        method: "gradient" (gradient x (input - [PAD]), per token) or "integrated_gradients"; both explain the
+        cross-encoder and text scorer shares of the score (core.serving.saliency).
         Returns [{token, score}] in dialogue order (raw scores, not normalised)."""
         pairs = service.saliency(dialogue, sticker_id, method, n_steps=n_steps)
         return [{"token": token, "score": score} for token, score in pairs]
@@ -334,6 +341,7 @@ def build_demo(selector: Any, *, sticker_info: dict[str, StickerInfo] | None = N
             ui = _rank_tab(service, require_login=require_login)
             _add_sticker_tab(service, ui, ocr_engine=ocr_engine, header=header)
             queues = _annotations_tab(service, splits=splits, require_login=require_login)
+            _analysis_tab(service, ui, tabs, splits=splits)  # demo/analysis_tab.py
         _api(service, queues)
     blocks.demo_service = service  # for tests and scripts
     blocks.queue_service = queues

@@ -32,7 +32,7 @@ DIALOGUE_PLACEHOLDER = ("One turn per line; optional A:/B: prefixes (甲：/乙�
 MODE_CHOICES = [("All stickers / 全部表情", "all"),
                 ("Random 10 (gold + 9 when an example is loaded) / 随机 10 个", "random10"),
                 ("My choice / 自选", "choice")]
-METHOD_CHOICES = [("Gradient norm (paper Fig. 3) / 梯度范数", "gradient"),
+METHOD_CHOICES = [("Gradient × input / 梯度×输入", "gradient"),
                   ("Integrated Gradients / 积分梯度", "integrated_gradients")]
 LABEL_CHOICES = [("acceptable / 可以", "acceptable"), ("not acceptable / 不可以", "not_acceptable")]
 CLOSE_TOASTS = "() => { document.querySelectorAll('.toast-close').forEach((b) => b.click()); }"
@@ -248,7 +248,7 @@ def _wire_view(service: DemoService, ui: SimpleNamespace) -> None:
 
 
 def _saliency_panel(service: DemoService, ui: SimpleNamespace) -> None:
-    """Word saliency of the dialogue for the selected sticker (gradient norm or Integrated Gradients)."""
+    """Word saliency of the dialogue for the selected sticker (gradient × input or Integrated Gradients)."""
     with gr.Column(elem_id="saliency-panel"):
         gr.Markdown("### Word saliency / 词语显著性\nHow strongly each dialogue token moves the matching "
                     "score of the selected sticker. / 每个词对选中表情匹配分数的影响。")
