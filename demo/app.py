@@ -73,6 +73,18 @@ CSS = """
 .seg-text { background: #0d9488; }
 .seg-prior { background: #9ca3af; }
 .seg.faded { opacity: 0.3; }
+.tiles-head, .tiles-empty { color: #555; font-size: 0.9em; margin-bottom: 4px; }
+.tiles-empty { min-height: 120px; }
+.tiles { display: grid; grid-template-columns: repeat(5, minmax(0, 1fr)); gap: 6px; max-height: 430px; overflow-y: auto; }
+.tile { display: flex; flex-direction: column; align-items: center; padding: 4px; border: 2px solid #e5e7eb;
+        border-radius: 6px; background: #fff; cursor: pointer; min-width: 0; }
+.tile img { width: 100%; height: 96px; object-fit: contain; }
+.tile .cap { font-size: 0.75em; color: #333; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 100%; }
+.tile.gold { border-color: #e0b100; }
+.tile.selected { border-color: #f97316; box-shadow: 0 0 0 2px #fdba74; }
+.rank-table tbody tr.selected td { background: #ffedd5; }
+.thumb-preload { position: absolute; width: 1px; height: 1px; overflow: hidden; opacity: 0; pointer-events: none; }
+.thumb-preload img { width: 1px; height: 1px; }
 """
 
 OCR_ENGINES = ["auto", "rapidocr", "easyocr", "off"]

@@ -13,12 +13,12 @@ without the prior") is drawn faded.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from html import escape
 
 from core.serving.labels import emotion_display, emotion_legend
 
-__all__ = ["EMPTY_VIEW", "gallery_items", "ranking_html", "shares", "view_token"]
+__all__ = ["EMPTY_TILES", "EMPTY_VIEW", "preload_html", "ranking_html", "shares", "tiles_html", "view_token"]
 
 PARTS = (("cross", "cross-encoder / 模型"), ("text", "text scorer / 文本"), ("prior", "prior / 先验"))
 EMPTY_VIEW = ("<div class='rank-view rank-empty' data-view=''>Rank a dialogue to see the stickers here. "
@@ -38,15 +38,32 @@ def view_token(canonical_text: str, with_prior: bool, shown: int) -> str:
     return f"{digest}-{'p' if with_prior else 'np'}-{shown}"
 
 
-def gallery_items(rows: Sequence[dict], shown: int, thumbnail: Callable[[str], str],
-                  gold_id: str | None = None) -> list[tuple[str, str]]:
-    """(thumbnail file, caption) of the top ``shown`` rows, best first."""
-    items = []
+EMPTY_TILES = "<div class='tiles-empty'>Ranked stickers, best first / 排序结果</div>"
+
+
+def tiles_html(rows: Sequence[dict], shown: int, thumbnail: Callable[[str], str], *, token: str,
+               gold_id: str | None = None) -> str:
+    """The top ``shown`` rows as clickable tiles (thumbnail and caption), best first. The images
+    are eager ``<img>`` of the thumbnails the page preloaded (:func:`preload_html`)."""
+    tiles = []
     for row in rows[:shown]:
         gold = " ★gold" if row["sticker_id"] == gold_id else ""
         label = row["name"] or row["ocr"] or row["sticker_id"]
-        items.append((thumbnail(row["sticker_id"]), f"#{row['rank']}{gold} · {row['score']:.2f} · {label}"))
-    return items
+        caption = escape(f"#{row['rank']}{gold} · {row['score']:.2f} · {label}")
+        tiles.append(f"<button class='thumbnail-item tile{' gold' if gold else ''}' data-sticker='"
+                     f"{escape(row['sticker_id'])}' title='{caption}'><img src='/gradio_api/file="
+                     f"{escape(thumbnail(row['sticker_id']))}' alt='{caption}'><span class='cap'>{caption}</span>"
+                     "</button>")
+    head = (f"<div class='tiles-head'>Ranked stickers, best first (top {len(tiles)}) / 排序结果 — click one to "
+            "select it / 点选</div>")
+    return f"<div class='tiles-view' data-view='{escape(token)}'>{head}<div class='tiles'>{''.join(tiles)}</div></div>"
+
+
+def preload_html(paths: Sequence[str]) -> str:
+    """Invisible ``<img>`` tags of every thumbnail, loaded with the page: the browser then has each
+    tile in its image cache, and a ranking shows its tiles without fetching them."""
+    tags = "".join(f"<img src='/gradio_api/file={escape(p)}' alt='' decoding='async'>" for p in paths)
+    return f"<div class='thumb-preload' aria-hidden='true'>{tags}</div>"
 
 
 def _bar(parts: dict[str, float], scale: float, with_text: bool, with_prior: bool) -> str:
@@ -83,8 +100,11 @@ def _legend(with_text: bool, with_prior: bool, emotion_names: Sequence[str]) -> 
 
 
 def ranking_html(rows: Sequence[dict], shown: int, *, token: str, gold_id: str | None = None,
-                 with_text: bool = True, with_prior: bool = True, emotion_names: Sequence[str] = ()) -> str:
-    """The top ``shown`` rows as an HTML table (``with_text=False``: no text-scorer column)."""
+                 with_text: bool = True, with_prior: bool = True, emotion_names: Sequence[str] = (),
+                 labelled: Collection[str] | None = None) -> str:
+    """The top ``shown`` rows as an HTML table (``with_text=False``: no text-scorer column).
+    ``labelled``: the stickers whose semantic label is computed (None: all); the others show "…"
+    and the table is marked ``data-labels='pending'`` until they are."""
     top = list(rows[:shown])
     breakdown = [shares(r, with_prior) for r in top]
     scale = max((max(sum(v for v in b.values() if v > 0), -sum(v for v in b.values() if v < 0))
@@ -93,8 +113,11 @@ def ranking_html(rows: Sequence[dict], shown: int, *, token: str, gold_id: str |
     head += ["text<br>文本"] if with_text else []
     head += ["prior<br>先验", "p(match)<br>匹配", "emotion (top 3)<br>情绪", "semantic label<br>语义标签",
              "OCR text<br>图中文字"]
-    body = []
+    body, pending = [], False
     for row, parts in zip(top, breakdown):
+        waiting = labelled is not None and row["sticker_id"] not in labelled
+        pending = pending or waiting
+        label = "…" if waiting else (escape(row["semantic_label"]) or "—")
         gold = row["sticker_id"] == gold_id
         name = f"{escape(row['name'])}<br><span class='sid'>{escape(row['sticker_id'])}</span>" if row["name"] \
             else escape(row["sticker_id"])
@@ -102,7 +125,7 @@ def ranking_html(rows: Sequence[dict], shown: int, *, token: str, gold_id: str |
                  _bar(parts, scale, with_text, with_prior), f"{parts['cross']:.2f}"]
         cells += [f"{parts['text']:.2f}"] if with_text else []
         cells += [f"{parts['prior']:.2f}", f"{row['probability']:.2f}", _emotions(row),
-                  escape(row["semantic_label"]) or "—", escape(row["ocr"]) or "—"]
+                  label, escape(row["ocr"]) or "—"]
         classes = ["num", "name", "num", "bar", "num"] + (["num"] if with_text else []) + \
             ["num", "num", "emo", "label", "ocr"]
         tds = "".join(f"<td class='{c}'>{v}</td>" for c, v in zip(classes, cells))
@@ -110,6 +133,7 @@ def ranking_html(rows: Sequence[dict], shown: int, *, token: str, gold_id: str |
     header = "".join(f"<th>{h}</th>" for h in head)
     count = (f"<div class='rank-count'>Showing the top {len(top)} of {len(rows)} / 显示前 {len(top)} 个，"
              f"共 {len(rows)} 个</div>")
-    return (f"<div class='rank-view' data-view='{escape(token)}'>{_legend(with_text, with_prior, emotion_names)}"
+    state = "pending" if pending else "done"
+    return (f"<div class='rank-view' data-view='{escape(token)}' data-labels='{state}'>{_legend(with_text, with_prior, emotion_names)}"
             f"<div class='rank-scroll'><table class='rank-table'><thead><tr>{header}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>{count}</div>")

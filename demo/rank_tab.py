@@ -19,7 +19,7 @@ from demo.app import (KEEP, PRIVATE, STATUS, _handle_errors, _md_escape, _notes_
 from demo.analysis_tab import contrastive_panel
 from demo.dialogue import parse_dialogue
 from demo.plots import heatmap_image, highlighted_value
-from demo.rank_format import EMPTY_VIEW, gallery_items, ranking_html, view_token
+from demo.rank_format import EMPTY_TILES, EMPTY_VIEW, preload_html, ranking_html, tiles_html, view_token
 from demo.service import DemoService, rank_in, ranked_to_json, rerank_rows
 
 __all__ = ["TOP_K", "load_into_rank_view", "rank_tab"]
@@ -36,8 +36,9 @@ METHOD_CHOICES = [("Gradient × input / 梯度×输入", "gradient"),
                   ("Integrated Gradients / 积分梯度", "integrated_gradients")]
 LABEL_CHOICES = [("acceptable / 可以", "acceptable"), ("not acceptable / 不可以", "not_acceptable")]
 CLOSE_TOASTS = "() => { document.querySelectorAll('.toast-close').forEach((b) => b.click()); }"
-ROW_CLICK = ("element.addEventListener('click', (e) => { const tr = e.target.closest('tr[data-sticker]');"
-             " if (tr) trigger('click', {sticker: tr.dataset.sticker}); });")
+ROW_CLICK = ("element.addEventListener('click', (e) => { const item = e.target.closest('[data-sticker]');"
+             " if (!item) return; element.querySelectorAll('.selected').forEach((x) => x.classList.remove('selected'));"
+             " item.classList.add('selected'); trigger('click', {sticker: item.dataset.sticker}); });")
 NO_SELECTION = "Pick a sticker in the ranking (click a tile or a row) or in the list. / 点选一个表情。"
 
 
@@ -70,13 +71,14 @@ def _selected_md(service: DemoService, sticker_id: str | None, ranking: list[dic
     return "<br>".join(parts)
 
 
-def _view(service: DemoService, rows: list[dict], view: dict) -> tuple[Any, str, Any]:
-    """(gallery, table HTML, "Show more" button) of a view: the top ``view["shown"]`` rows."""
+def _view(service: DemoService, rows: list[dict], view: dict) -> tuple[str, str, Any]:
+    """(tiles HTML, table HTML, "Show more" button) of a view: the top ``view["shown"]`` rows."""
     shown = view["shown"]
-    gallery = gr.Gallery(value=gallery_items(rows, shown, service.thumbnail, view["gold"]), selected_index=None)
-    table = ranking_html(rows, shown, token=view_token(view["text"], view["with_prior"], shown),
+    token = view_token(view["text"], view["with_prior"], shown)
+    gallery = tiles_html(rows, shown, service.thumbnail, token=token, gold_id=view["gold"])
+    table = ranking_html(rows, shown, token=token,
                          gold_id=view["gold"], with_text=service.has_text_scorer, with_prior=view["with_prior"],
-                         emotion_names=service.emotion_names())
+                         emotion_names=service.emotion_names(), labelled=set(view["labelled"]))
     more = gr.update(visible=shown < len(rows), value=f"Show {TOP_K} more / 再显示 {TOP_K} 个")
     return gallery, table, more
 
@@ -120,10 +122,10 @@ def rank_tab(service: DemoService, *, require_login: bool) -> SimpleNamespace:
                 ui.rank_btn = gr.Button("Rank stickers / 排序", variant="primary", elem_id="rank-btn")
                 ui.rank_status = gr.Markdown("", elem_id="rank-status")
             with gr.Column(scale=3):
-                ui.gallery = gr.Gallery(label=f"Ranked stickers, best first (top {TOP_K}) / 排序结果",
-                                        columns=5, height=430, object_fit="contain", fit_columns=False,
-                                        allow_preview=False, elem_id="ranking-gallery")
+                ui.gallery = gr.HTML(EMPTY_TILES, elem_id="ranking-gallery", js_on_load=ROW_CLICK)
         ui.table = gr.HTML(EMPTY_VIEW, elem_id="ranking-table", js_on_load=ROW_CLICK)
+        gr.HTML(preload_html([service.thumbnail(s) for s in service.sticker_ids()]), elem_id="thumb-preload",
+                js_on_load=None)
         ui.more_btn = gr.Button(f"Show {TOP_K} more / 再显示 {TOP_K} 个", visible=False, size="sm", elem_id="more-btn")
         with gr.Row(elem_id="selected-row"):
             ui.selected = gr.Dropdown(service.sticker_choices(), value=None, label="Selected sticker / 选中的表情",
@@ -168,33 +170,49 @@ def _wire_ranking(service: DemoService, ui: SimpleNamespace) -> None:
         return example.text, key, _notes_md([example.loaded_note])
 
     @_handle_errors(*[KEEP] * 8, STATUS, *[KEEP] * 4)
-    def on_rank(text, alt, mode_value, chosen_ids, seed_value, example_key, no_prior):
+    def on_rank(text, alt, mode_value, chosen_ids, seed_value, example_key, no_prior, last_view=None, labels=0):
+        """The ranking on show at once; the semantic labels of its rows follow (``on_labels``)."""
         outcome = service.rank(text, mode=mode_value, chosen=chosen_ids, seed=seed_value, alternate=bool(alt),
-                               example_key=example_key, with_prior=not no_prior, labels=TOP_K)
+                               example_key=example_key, with_prior=not no_prior, labels=labels)
         rows = ranked_to_json(outcome.ranked)
-        view = {"text": outcome.parsed.canonical_text(), "gold": outcome.gold_id, "shown": TOP_K,
-                "with_prior": outcome.with_prior, "labelled": [r["sticker_id"] for r in rows[:TOP_K]]}
-        gallery, table, more = _view(service, rows, view)
         flags = _flag_rows(service.flags_for(text, alternate=bool(alt)))
-        return (gallery, table, rows, view, outcome.top_id, _selected_md(service, outcome.top_id, rows), flags,
-                more, _notes_md([*outcome.notices, outcome.summary()]), None, None, "", "")
+        view = {"text": outcome.parsed.canonical_text(), "gold": outcome.gold_id, "shown": TOP_K,
+                "with_prior": outcome.with_prior, "labelled": [r["sticker_id"] for r in rows[:labels]],
+                "flags": bool(flags)}
+        gallery, table, more = _view(service, rows, view)
+        unchanged = not flags and last_view is not None and not last_view.get("flags")  # nothing to re-send
+        return (gallery, table, rows, view, outcome.top_id, _selected_md(service, outcome.top_id, rows),
+                gr.update() if unchanged else flags, more, _notes_md([*outcome.notices, outcome.summary()]),
+                None, None, "", "")
+
+    @_handle_errors(KEEP, KEEP, KEEP, KEEP)
+    def on_labels(rows, view, selected):
+        if not rows or not view or all(r["sticker_id"] in view["labelled"] for r in rows[:view["shown"]]):
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        view = {**view, "labelled": list(view["labelled"])}
+        _label_shown(service, rows, view)
+        return _view(service, rows, view)[1], rows, view, _selected_md(service, selected, rows)
 
     ui.dialogue.change(on_dialogue, [ui.dialogue, ui.alternate], ui.preview, trigger_mode="always_last",
                        show_progress="hidden", **PRIVATE)
     ui.alternate.change(on_dialogue, [ui.dialogue, ui.alternate], ui.preview, show_progress="hidden", **PRIVATE)
     ui.mode.change(on_mode, ui.mode, [ui.chosen, ui.seed], show_progress="hidden", **PRIVATE)
     ui.example.change(on_example, ui.example, [ui.dialogue, ui.example_state, ui.rank_status], **PRIVATE)
-    rank_inputs = [ui.dialogue, ui.alternate, ui.mode, ui.chosen, ui.seed, ui.example_state, ui.no_prior]
+    rank_inputs = [ui.dialogue, ui.alternate, ui.mode, ui.chosen, ui.seed, ui.example_state, ui.no_prior,
+                   ui.view_state]
     rank_outputs = [ui.gallery, ui.table, ui.ranking_state, ui.view_state, ui.selected, ui.selected_info,
                     ui.flags_table, ui.more_btn, ui.rank_status, *_cleared(ui)]
     @_handle_errors(KEEP, KEEP, KEEP, *[KEEP] * 8, STATUS, *[KEEP] * 4)
     def load_and_rank(text, example_key, no_prior=False):
-        return (text, example_key, "all", *on_rank(text, True, "all", None, 0, example_key, no_prior))
+        return (text, example_key, "all", *on_rank(text, True, "all", None, 0, example_key, no_prior, labels=TOP_K))
 
     ui.load_fn, ui.load_outputs = load_and_rank, [ui.dialogue, ui.example_state, ui.mode, *rank_outputs]
     for trigger in (ui.rank_btn.click, ui.dialogue.submit):
         trigger(None, None, None, js=CLOSE_TOASTS, **PRIVATE)  # the last dialogue's warnings go too
-        trigger(on_rank, rank_inputs, rank_outputs, concurrency_id="model", show_progress="minimal", **PRIVATE)
+        trigger(on_rank, rank_inputs, rank_outputs, concurrency_id="model", show_progress="hidden", **PRIVATE) \
+            .then(on_labels, [ui.ranking_state, ui.view_state, ui.selected],
+                  [ui.table, ui.ranking_state, ui.view_state, ui.selected_info], concurrency_id="model",
+                  show_progress="hidden", **PRIVATE)
 
 
 def _wire_view(service: DemoService, ui: SimpleNamespace) -> None:
@@ -218,12 +236,6 @@ def _wire_view(service: DemoService, ui: SimpleNamespace) -> None:
         gallery, table, more = _view(service, rows, view)
         return gallery, table, rows, view, more, _selected_md(service, selected, rows), gr.update()
 
-    def on_gallery_select(rows, evt: gr.SelectData):
-        index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
-        if not rows or index is None or index >= len(rows):
-            return gr.update()
-        return rows[index]["sticker_id"]
-
     def on_row_click(evt: gr.EventData):
         data = evt._data if isinstance(evt._data, dict) else {}
         return str(data["sticker"]) if data.get("sticker") else gr.update()
@@ -234,12 +246,12 @@ def _wire_view(service: DemoService, ui: SimpleNamespace) -> None:
 
     ui.more_btn.click(on_more, [ui.ranking_state, ui.view_state],
                       [ui.gallery, ui.table, ui.ranking_state, ui.view_state, ui.more_btn],
-                      concurrency_id="model", show_progress="minimal", **PRIVATE)
+                      concurrency_id="model", show_progress="hidden", **PRIVATE)
     ui.no_prior.input(on_prior, [ui.no_prior, ui.ranking_state, ui.view_state, ui.selected],
                       [ui.gallery, ui.table, ui.ranking_state, ui.view_state, ui.more_btn, ui.selected_info,
-                       ui.rank_status], concurrency_id="model", show_progress="minimal", **PRIVATE)
-    ui.gallery.select(on_gallery_select, ui.ranking_state, ui.selected, show_progress="hidden", **PRIVATE)
-    ui.table.click(on_row_click, None, ui.selected, show_progress="hidden", **PRIVATE)
+                       ui.rank_status], concurrency_id="model", show_progress="hidden", **PRIVATE)
+    for clickable in (ui.gallery, ui.table):  # a tile or a row: select its sticker
+        clickable.click(on_row_click, None, ui.selected, show_progress="hidden", **PRIVATE)
     ui.selected.change(on_selected, [ui.selected, ui.ranking_state], [ui.selected_info, *_cleared(ui)],
                        show_progress="hidden", **PRIVATE)
 
@@ -291,8 +303,11 @@ def _flag_panel(service: DemoService, ui: SimpleNamespace, *, require_login: boo
         ui.flags_table = gr.Dataframe(headers=FLAG_HEADERS, label="Flags for this dialogue / 本对话的标注",
                                       interactive=False, elem_id="flags-table")
 
-    @_handle_errors(STATUS, KEEP)
-    def on_flag(text, sticker_id, label_value, typed, alt, rows, example_key, request: gr.Request):
+    def shown(view, flags):  # the view notes that the flags table is not empty (a new ranking must clear it)
+        return {**view, "flags": bool(flags)} if view else view
+
+    @_handle_errors(STATUS, KEEP, KEEP)
+    def on_flag(text, sticker_id, label_value, typed, alt, rows, example_key, view, request: gr.Request):
         who = service.annotator_for(typed, _username(request))
         row = rank_in(rows, sticker_id)
         record = service.flag(text, sticker_id, annotator=who, label=label_value, alternate=bool(alt),
@@ -300,18 +315,19 @@ def _flag_panel(service: DemoService, ui: SimpleNamespace, *, require_login: boo
         flags = _flag_rows(service.flags_for(text, alternate=bool(alt)))
         note = (f"Saved: sticker {record.sticker_id} marked {record.label} by {record.annotator}. "
                 f"/ 已保存：{record.annotator} 将表情 {record.sticker_id} 标为 {record.label}。")
-        return _notes_md([note]), flags
+        return _notes_md([note]), flags, shown(view, flags)
 
-    @_handle_errors(STATUS, KEEP)
-    def on_unflag(text, sticker_id, typed, alt, request: gr.Request):
+    @_handle_errors(STATUS, KEEP, KEEP)
+    def on_unflag(text, sticker_id, typed, alt, view, request: gr.Request):
         who = service.annotator_for(typed, _username(request))
         removed = service.unflag(text, sticker_id, annotator=who, alternate=bool(alt))
         flags = _flag_rows(service.flags_for(text, alternate=bool(alt)))
         note = (f"Removed {who}'s flag on {sticker_id}. / 已删除 {who} 对 {sticker_id} 的标注。" if removed
                 else f"{who} had no flag on {sticker_id}. / {who} 没有标注 {sticker_id}。")
-        return _notes_md([note]), flags
+        return _notes_md([note]), flags, shown(view, flags)
 
     flag_btn.click(on_flag, [ui.dialogue, ui.selected, ui.flag_label, annotator, ui.alternate, ui.ranking_state,
-                             ui.example_state], [ui.flag_status, ui.flags_table], **PRIVATE)
-    unflag_btn.click(on_unflag, [ui.dialogue, ui.selected, annotator, ui.alternate],
-                     [ui.flag_status, ui.flags_table], **PRIVATE)
+                             ui.example_state, ui.view_state], [ui.flag_status, ui.flags_table, ui.view_state],
+                   **PRIVATE)
+    unflag_btn.click(on_unflag, [ui.dialogue, ui.selected, annotator, ui.alternate, ui.view_state],
+                     [ui.flag_status, ui.flags_table, ui.view_state], **PRIVATE)

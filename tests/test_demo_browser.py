@@ -191,6 +191,8 @@ def test_top_k_then_show_more(page, app):
     table_rows = page.locator("#ranking-table tbody tr")
     sync_api.expect(table_rows).to_have_count(TOP_K)
     sync_api.expect(page.locator("#ranking-table")).to_contain_text(f"top {TOP_K} of {n}")
+    sync_api.expect(page.locator("#ranking-table [data-labels='done']")).to_have_count(1)  # the labels followed
+    assert page.locator("#ranking-table td.label").count() == TOP_K
     for shown in (2 * TOP_K, 3 * TOP_K, n):
         page.click("#more-btn")
         sync_api.expect(table_rows).to_have_count(shown)
