@@ -171,7 +171,7 @@ def _browser_times(url: str, dialogues: list[str], tiles: int) -> dict[str, Any]
             page.click("#saliency-btn")
             explains.append(page.wait_for_function(EXPLAINED, polling="raf").json_value())
         browser.close()
-    return {"page_ready_s": round(page_ready, 3), "first_rank_ms": round(first or 0.0, 1), "ranks": ranks,
+    return {"page_ready_s": round(page_ready, 3), "first_rank_ms": round(float(first or 0.0), 1), "ranks": ranks,
             "labels": labels, "explains": explains}
 
 
@@ -203,7 +203,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         with contextlib.redirect_stdout(sys.stderr):
             blocks.close()
-    ms = lambda values, q: round(_percentile(values, q), 1)  # noqa: E731
+    ms = lambda values, q: round(float(_percentile(values, q)), 1)  # noqa: E731
     return {
         "rank_p50_ms": ms(browser["ranks"], 0.5), "rank_p95_ms": ms(browser["ranks"], 0.95),
         "saliency_p50_ms": ms(browser["explains"], 0.5), "page_ready_s": browser["page_ready_s"],
@@ -212,7 +212,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "first_rank_ms": browser["first_rank_ms"], "startup_s": round(startup, 2), "n": len(dialogues) - 1,
         "stickers": n_stickers, "model": service.model_version, "data": blocks.bench_data,
         "torch_threads": torch.get_num_threads(),
-        "rank_ms": [round(v, 1) for v in browser["ranks"]], "api_rank_ms": [round(v, 1) for v in api],
+        "rank_ms": [round(float(v), 1) for v in browser["ranks"]], "api_rank_ms": [round(v, 1) for v in api],
     }
 
 
