@@ -121,3 +121,18 @@ def test_header_names_the_model_without_escapes(tiny_selector):
     header = _header_md(service)
     assert "`default_model-5bd59e9ce6`" in header and "\\" not in header
     assert f"{len(service.sticker_ids())} stickers" in header
+
+
+def test_api_rank_keeps_its_contract(make_tiny_selector):
+    gradio_client = pytest.importorskip("gradio_client")
+    from tests.support.demo_server import running_demo, starter_kwargs
+
+    with running_demo(make_tiny_selector(), ocr_engine=None, **starter_kwargs()) as app:
+        client = gradio_client.Client(app.url, analytics_enabled=False, verbose=False)
+        ranked = client.predict(DIALOGUE, api_name="/rank")
+    keys = {"sticker_id", "rank", "score", "prior", "text", "probability", "emotions", "semantic_label", "ocr", "name"}
+    assert all(set(r) == keys for r in ranked) and len(ranked) == 62
+    assert all(r["semantic_label"] == "" for r in ranked[30:])  # labels for the top 30 only
+    from core.serving.labels import clean_semantic_label
+
+    assert all(r["semantic_label"] == clean_semantic_label(r["semantic_label"]) for r in ranked[:30])
