@@ -138,3 +138,18 @@ def test_demo_rank_api_scores_equal_train_evaluate_scores(checkpoint, tmp_path):
             assert {r["sticker_id"] for r in ranked} == set(candidates)
             for r in ranked:
                 assert r["score"] == pytest.approx(row["scores"][r["sticker_id"]], abs=1e-4), (row["sample_id"], r)
+
+
+def test_the_text_scorers_dialogue_cache_stays_bounded(checkpoint, monkeypatch):
+    import core.serving.scoring as scoring
+
+    monkeypatch.setattr(scoring, "MAX_CACHED_DIALOGUES", 3)
+    scorer = load_scorer(checkpoint["path"], checkpoint["stickers"], feature_cache=checkpoint["features"], device="cpu")
+    rows = scorer.rows(scorer.bank.ids[:2])
+    first = scorer.text_shares(["你好"], rows)
+    for i in range(5):
+        scorer.text_shares([f"第{i}句"], rows)
+    assert len(scorer._dialogues) == 3 and ("你好",) not in scorer._dialogues
+    assert torch.allclose(scorer.text_shares(["你好"], rows), first)  # embedded again, same share
+    scorer.prepare_dialogues([[f"批{i}"] for i in range(10)])        # one evaluation batch is kept whole
+    assert len(scorer._dialogues) == 10

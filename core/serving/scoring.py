@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PairScorer = Callable[[dict, list[str]], list[float]]  # (sample, candidate ids) -> a score per candidate
 SHARES = ("cross", "text", "prior")
+MAX_CACHED_DIALOGUES = 20_000  # text-scorer vectors kept (about 1.5 kB each for e5-small)
 
 
 @dataclass
@@ -71,7 +73,7 @@ class SelectorScorer:
 
             self.fast = LateInteractionRanker(model, encoder, bank, cache=part_cache)
         self.text_vectors = None   # (bank size, H)
-        self._dialogues: dict[tuple[str, ...], torch.Tensor] = {}
+        self._dialogues: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()  # least recently used first
         if text_scorer is not None:
             missing = [i for i in bank.ids if stickers is None or i not in stickers]
             if missing:
@@ -126,12 +128,15 @@ class SelectorScorer:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             self._dialogues.update(zip(chunk, self.text_scorer.dialogue_vectors([list(d) for d in chunk])))
+        while len(self._dialogues) > max(MAX_CACHED_DIALOGUES, len(todo)):  # a long-running demo stays bounded
+            self._dialogues.popitem(last=False)
 
     def text_shares(self, texts: Sequence[str], rows: list[int]) -> torch.Tensor:
         """(C,) the text scorer's share of one dialogue (its turn texts) against bank rows."""
         if self.text_scorer is None:
             return torch.zeros(len(rows))
         self.prepare_dialogues([texts])
+        self._dialogues.move_to_end(tuple(texts))
         dialogue = self._dialogues[tuple(texts)][None]                                        # (1, H)
         index = torch.as_tensor(rows, dtype=torch.long)
         return self.text_scorer.scores(dialogue, self.text_vectors[index], [self.bank.ids[r] for r in rows])[0]
@@ -182,7 +187,7 @@ class BaselineScorer(SelectorScorer):
         self.model, self.encoder, self.bank, self.ranker, self.kind = ranker.model, None, bank, ranker, kind
         self.text_scorer, self.prior, self.fast, self.text_vectors = None, None, None, None
         self.exhaustive, self.batch_size, self.cross_weight = False, 64, 1.0
-        self._dialogues = {}
+        self._dialogues = OrderedDict()
 
     def text_vector(self, sticker) -> None:
         return None
