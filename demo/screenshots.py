@@ -106,14 +106,14 @@ def take(args: argparse.Namespace) -> list[Path]:
             shot("rank")
 
             # 2. saliency of the top sticker (Integrated Gradients)
-            page.get_by_label("Integrated Gradients", exact=True).check()
+            page.locator("#method").get_by_role("radio", name=re.compile("Integrated Gradients")).check()
             page.click("#saliency-btn")
             expect(page.locator("#saliency-status")).to_contain_text("tokens")
             element_shot("saliency", "#saliency-panel")
 
             # 3. flag the second-ranked sticker as also acceptable
             page.locator("#ranking-gallery button.thumbnail-item").nth(1).click()
-            expect(page.locator("#selected-info")).to_contain_text("rank 2")
+            expect(page.locator("#selected-info")).to_contain_text("rank / 排名 2")
             page.fill("#annotator input, #annotator textarea", "annotator-1")
             page.click("#flag-btn")
             expect(page.locator("#flags-table")).to_contain_text("annotator-1")
