@@ -33,6 +33,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from core.evaluation.metrics import percentile  # noqa: E402
+
 __all__ = ["build_parser", "main", "measure"]
 
 TIMEOUT_MS = 120_000
@@ -78,14 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feature-cache", default=None,
                         help="image feature cache file, or 'off' (default: the demo's, runs/demo/)")
     return parser
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _dialogues(service: Any, n: int) -> list[str]:
@@ -203,7 +197,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         with contextlib.redirect_stdout(sys.stderr):
             blocks.close()
-    ms = lambda values, q: round(float(_percentile(values, q)), 1)  # noqa: E731
+    ms = lambda values, q: round(float(percentile(values, q)), 1)  # noqa: E731
     return {
         "rank_p50_ms": ms(browser["ranks"], 0.5), "rank_p95_ms": ms(browser["ranks"], 0.95),
         "saliency_p50_ms": ms(browser["explains"], 0.5), "page_ready_s": browser["page_ready_s"],

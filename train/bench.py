@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from core.evaluation.metrics import percentile
 from core.model.checkpoint import load_selector
 from core.model.config import SelectorConfig
 from core.data.mod import Turn, load_mod, samples_from_file
@@ -67,16 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cold-start-runs", type=int, default=3,
                    help="demo starts with filled caches (median reported; default 3), plus one with empty caches")
     return p
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def turns_of(sample: dict) -> list[Turn]:

@@ -53,15 +53,12 @@ class BaselineSelector:
 
     def add_sticker(self, sticker, image=None) -> None:
         """Adds a sticker (image from `image` or its image_path); ranked at once, no retraining."""
-        from core.data.images import load_sticker_image
+        from core.data.images import image_of
         from core.model.image_encoder import GridFeatures
 
         if sticker.sticker_id in self._stickers:
             raise ValueError(f"sticker id {sticker.sticker_id!r} already exists")
-        if image is None:
-            if sticker.image_path is None:
-                raise ValueError(f"sticker {sticker.sticker_id!r} has no image")
-            image = load_sticker_image(sticker.image_path)
+        image = image if image is not None else image_of(sticker)
         feature = self.features.encode([image])[0]
         grid = GridFeatures(self.image_encoder).encode([image])[0] if self.model.needs_grid else None
         self.bank.add(sticker.sticker_id, feature, semantic_text(sticker, self.model.config.semantic_source), NoTokens())

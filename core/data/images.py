@@ -143,3 +143,10 @@ def load_sticker_image(source: str | Path | bytes, *, name: str | None = None) -
         raise StickerImageError(f"{label}: truncated or corrupt image data ({exc})") from exc
     finally:
         image.close()
+
+
+def image_of(sticker) -> Image.Image:
+    """A sticker's image, read safely from its image_path (ValueError naming it when it has none)."""
+    if sticker.image_path is None:
+        raise ValueError(f"sticker {sticker.sticker_id!r} has no image")
+    return load_sticker_image(sticker.image_path)

@@ -107,3 +107,14 @@ def prediction_diversity(top1_ids: Sequence[str]) -> dict:
     total = max(len(top1_ids), 1)
     return {"distinct_top1": len(counts), "most_common_share": max(counts.values(), default=0) / total,
             "counts": dict(counts.most_common())}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (linear between the two nearest ranks; NaN for none), for benchmarks."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

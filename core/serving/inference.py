@@ -149,14 +149,11 @@ class StickerSelector:
 
     def add_sticker(self, sticker: Sticker, image=None) -> None:
         """Adds a sticker (image from `image` or its image_path); ranked at once, no retraining."""
-        from core.data.images import load_sticker_image
+        from core.data.images import image_of
 
         if sticker.sticker_id in self._stickers:
             raise ValueError(f"sticker id {sticker.sticker_id!r} already exists")
-        if image is None:
-            if sticker.image_path is None:
-                raise ValueError(f"sticker {sticker.sticker_id!r} has no image")
-            image = load_sticker_image(sticker.image_path)
+        image = image if image is not None else image_of(sticker)
         feature = self.features.encode([image])[0]
         text_vector = self.scorer.text_vector(sticker)  # before the bank changes: encoding may fail
         self.bank.add(sticker.sticker_id, feature, semantic_text(sticker, self.model.config.semantic_source),
