@@ -7,35 +7,17 @@ import torch
 
 from core.serving.inference import StickerSelector
 from core.serving.saliency import context_spans, place_characters
-from core.serving.text_scorer import FrozenTextBilinear, TextScorer, TextScorerConfig, reference_statistics
+from core.serving.text_scorer import TextScorer
+from tests.support.text_scorer import tiny_text_scorer
 
 TURNS = ["你好呀", "今天天气真好"]  # the text scorer (turns=1) reads only the last turn
-
-
-def tiny_text_scorer(directory, stickers, *, encode=None, encoder_name=None) -> TextScorer:
-    """A text scorer over a tiny sentence encoder saved at `directory` (as tests/test_scoring.py builds one)."""
-    from core.model.backbone import tiny_backbone
-
-    encoder, tokenizer = tiny_backbone([s.ocr + s.name_label for s in stickers] + TURNS + ["吃饭了吗"], seed=0)
-    encoder.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    torch.manual_seed(0)
-    hidden = encoder.config.hidden_size
-    bilinear = FrozenTextBilinear(hidden, rank=4, temperature=0.1)
-    with torch.no_grad():
-        bilinear.dialogue_map.normal_(0, 0.3)
-    mean, covariance = reference_statistics(torch.nn.functional.normalize(torch.randn(40, hidden), dim=-1))
-    config = TextScorerConfig(encoder=encoder_name or str(directory), hidden=hidden, rank=4, temperature=0.1,
-                              weight=1.3, raw_weight=2.0, cross_weight=0.5, reference_dialogues=40,
-                              sticker_text="name+ocr")
-    return TextScorer(config, bilinear, mean, covariance, encode=encode)
 
 
 @pytest.fixture(scope="module")
 def selectors(tmp_path_factory, mini_stickers):
     """(the tiny selector alone, the same cross-encoder with a tiny text scorer)."""
     plain = StickerSelector.tiny_random(mini_stickers, seed=1)
-    text_scorer = tiny_text_scorer(tmp_path_factory.mktemp("text-encoder"), mini_stickers)
+    text_scorer = tiny_text_scorer(tmp_path_factory.mktemp("text-encoder"), mini_stickers, TURNS + ["吃饭了吗"])
     full = StickerSelector(plain.model, plain.tokenizer, mini_stickers, image_encoder=plain.image_encoder,
                            text_scorer=text_scorer)
     return plain, full
@@ -104,9 +86,9 @@ def test_saliency_keeps_its_format_and_includes_the_text_share(selectors):
 
 def test_an_encoder_that_cannot_be_rebuilt_leaves_a_note(tmp_path, mini_stickers):
     plain = StickerSelector.tiny_random(mini_stickers, seed=1)
-    served = tiny_text_scorer(tmp_path / "served", mini_stickers)
+    served = tiny_text_scorer(tmp_path / "served", mini_stickers, TURNS + ["吃饭了吗"])
     # scores with the saved encoder, but names another one: the gradients could not be the served model's
-    other = tiny_text_scorer(tmp_path / "other", mini_stickers)
+    other = tiny_text_scorer(tmp_path / "other", mini_stickers, TURNS + ["吃饭了吗"])
     odd = TextScorer(served.config, served.bilinear, served.dialogue_mean, served.dialogue_covariance,
                      encode=lambda texts: other.encode(texts) * 0 + torch.nn.functional.normalize(
                          torch.ones(len(texts), served.config.hidden), dim=-1))

@@ -13,19 +13,18 @@ import torch  # noqa: E402
 from core.model.checkpoint import load_selector, save_selector  # noqa: E402
 from core.data.mod import load_stickers  # noqa: E402
 from core.data.dialogue import sample_dialogue_text  # noqa: E402
-from core.serving.text_scorer import TEXT_SCORER_CONFIG, FrozenTextBilinear, TextScorer, TextScorerConfig, reference_statistics  # noqa: E402
+from core.serving.text_scorer import TEXT_SCORER_CONFIG  # noqa: E402
 from core.serving.inference import StickerSelector  # noqa: E402
 from core.serving.prior import PRIOR_FILE, StickerPrior  # noqa: E402
 from core.serving.scoring import SHARES, ScoreBreakdown, load_scorer, load_scoring_parts, record_scoring_file  # noqa: E402
 from tests.support.mini_mod import make_mini_mod  # noqa: E402
+from tests.support.text_scorer import tiny_text_scorer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny selector checkpoint with all three parts: cross-encoder, text scorer (a tiny sentence
     encoder saved as a local path) and popularity prior, both recorded in its config."""
-    from core.model.backbone import tiny_backbone
-
     tmp = tmp_path_factory.mktemp("scoring")
     mini = make_mini_mod(tmp / "mod", n_dialogues=16)
     stickers = load_stickers(mini)
@@ -35,18 +34,7 @@ def checkpoint(tmp_path_factory):
     ids = [s.sticker_id for s in stickers if s.has_image]
     StickerPrior({ids[0]: 9, ids[1]: 3, ids[2]: 1}, weight=0.7, known=ids[:-2]).save(path)
     record_scoring_file(path, "prior", PRIOR_FILE)
-    encoder, tokenizer = tiny_backbone([s.ocr + s.name_label for s in stickers] + ["你好今天天气真好谢谢"], seed=0)
-    encoder.save_pretrained(tmp / "encoder")
-    tokenizer.save_pretrained(tmp / "encoder")
-    torch.manual_seed(0)
-    hidden = encoder.config.hidden_size
-    bilinear = FrozenTextBilinear(hidden, rank=4, temperature=0.1)
-    with torch.no_grad():
-        bilinear.dialogue_map.normal_(0, 0.3)
-    mean, covariance = reference_statistics(torch.nn.functional.normalize(torch.randn(40, hidden), dim=-1))
-    config = TextScorerConfig(encoder=str(tmp / "encoder"), hidden=hidden, rank=4, temperature=0.1, weight=1.3,
-                              raw_weight=2.0, cross_weight=0.5, reference_dialogues=40)
-    TextScorer(config, bilinear, mean, covariance).save(path)
+    tiny_text_scorer(tmp / "encoder", stickers, ["你好今天天气真好谢谢"]).save(path)
     record_scoring_file(path, "text_scorer", TEXT_SCORER_CONFIG)
     return {"path": path, "mini": mini, "stickers": stickers, "features": tmp / "features.safetensors"}
 
