@@ -219,4 +219,4 @@ def contrastive_panel(service: DemoService, ui: SimpleNamespace) -> None:
     button.click(on_contrast, [ui.dialogue, ui.example_state, ui.ranking_state, ui.view_state, method, ui.alternate],
                  [text, table, status], concurrency_id="model", **PRIVATE)
     # a new ranking: the last dialogue's explanation goes
-    ui.ranking_state.change(lambda: (None, None, ""), None, [text, table, status], show_progress="hidden", **PRIVATE)
+    ui.ranking_id.change(lambda: (None, None, ""), None, [text, table, status], show_progress="hidden", **PRIVATE)

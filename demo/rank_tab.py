@@ -9,6 +9,7 @@ map, flag message, selected tile, warnings).
 """
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 from typing import Any
 
@@ -102,6 +103,8 @@ def rank_tab(service: DemoService, *, require_login: bool) -> SimpleNamespace:
     with gr.Tab("Rank & explain / 排序与解释", id="rank"):
         ui.ranking_state = gr.State([])    # the whole last ranking as JSON rows (ranked_to_json)
         ui.view_state = gr.State(None)     # what is on show: dialogue, gold, rows shown, prior switch
+        ui.ranking_id = gr.State(0)        # a new number per ranking: what listeners of "a new ranking" watch
+        # (not ranking_state: Gradio hashes a watched State's whole value before and after every event)
         ui.example_state = gr.State(None)  # key of the loaded example
         with gr.Row():
             with gr.Column(scale=2):
@@ -169,7 +172,9 @@ def _wire_ranking(service: DemoService, ui: SimpleNamespace) -> None:
         example = service.example(key)
         return example.text, key, _notes_md([example.loaded_note])
 
-    @_handle_errors(*[KEEP] * 8, STATUS, *[KEEP] * 4)
+    ranking_ids = itertools.count(1)
+
+    @_handle_errors(*[KEEP] * 8, STATUS, *[KEEP] * 5)
     def on_rank(text, alt, mode_value, chosen_ids, seed_value, example_key, no_prior, last_view=None, labels=0):
         """The ranking on show at once; the semantic labels of its rows follow (``on_labels``)."""
         outcome = service.rank(text, mode=mode_value, chosen=chosen_ids, seed=seed_value, alternate=bool(alt),
@@ -183,7 +188,7 @@ def _wire_ranking(service: DemoService, ui: SimpleNamespace) -> None:
         unchanged = not flags and last_view is not None and not last_view.get("flags")  # nothing to re-send
         return (gallery, table, rows, view, outcome.top_id, _selected_md(service, outcome.top_id, rows),
                 gr.update() if unchanged else flags, more, _notes_md([*outcome.notices, outcome.summary()]),
-                None, None, "", "")
+                None, None, "", "", next(ranking_ids))
 
     @_handle_errors(KEEP, KEEP, KEEP, KEEP)
     def on_labels(rows, view, selected):
@@ -193,16 +198,21 @@ def _wire_ranking(service: DemoService, ui: SimpleNamespace) -> None:
         _label_shown(service, rows, view)
         return _view(service, rows, view)[1], rows, view, _selected_md(service, selected, rows)
 
+    def on_prepare(text, alt):  # the dialogue encoded while the user types: Rank then only scores stickers
+        service.prepare(text, alternate=bool(alt))
+
     ui.dialogue.change(on_dialogue, [ui.dialogue, ui.alternate], ui.preview, trigger_mode="always_last",
-                       show_progress="hidden", **PRIVATE)
+                       show_progress="hidden", **PRIVATE) \
+        .then(on_prepare, [ui.dialogue, ui.alternate], None, concurrency_id="model", show_progress="hidden",
+              **PRIVATE)
     ui.alternate.change(on_dialogue, [ui.dialogue, ui.alternate], ui.preview, show_progress="hidden", **PRIVATE)
     ui.mode.change(on_mode, ui.mode, [ui.chosen, ui.seed], show_progress="hidden", **PRIVATE)
     ui.example.change(on_example, ui.example, [ui.dialogue, ui.example_state, ui.rank_status], **PRIVATE)
     rank_inputs = [ui.dialogue, ui.alternate, ui.mode, ui.chosen, ui.seed, ui.example_state, ui.no_prior,
                    ui.view_state]
     rank_outputs = [ui.gallery, ui.table, ui.ranking_state, ui.view_state, ui.selected, ui.selected_info,
-                    ui.flags_table, ui.more_btn, ui.rank_status, *_cleared(ui)]
-    @_handle_errors(KEEP, KEEP, KEEP, *[KEEP] * 8, STATUS, *[KEEP] * 4)
+                    ui.flags_table, ui.more_btn, ui.rank_status, *_cleared(ui), ui.ranking_id]
+    @_handle_errors(KEEP, KEEP, KEEP, *[KEEP] * 8, STATUS, *[KEEP] * 5)
     def load_and_rank(text, example_key, no_prior=False):
         return (text, example_key, "all", *on_rank(text, True, "all", None, 0, example_key, no_prior, labels=TOP_K))
 

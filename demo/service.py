@@ -372,6 +372,18 @@ class DemoService(StickerUploads):
                 r.semantic_label = label
         return RankOutcome(parsed, ranked, candidate_ids, gold_id, list(parsed.notices), example, with_prior)
 
+    def prepare(self, text: object, *, alternate: bool = True) -> bool:
+        """Encodes the typed dialogue ahead of a click on Rank (the page calls it as the text
+        changes), so the ranking that follows only scores stickers. False (nothing done) for a
+        dialogue that cannot be ranked yet: ``rank`` reports why."""
+        try:
+            parsed = self.parse(text, alternate=alternate)
+            with self._lock:
+                self.selector.prepare(parsed.turns())
+        except (DemoError, ValueError):
+            return False
+        return True
+
     def semantic_labels(self, text: object, sticker_ids: Sequence[str], *, alternate: bool = True) -> list[str]:
         """The cleaned semantic labels (``core.serving.labels.clean_semantic_label``) the model
         reconstructs for these stickers in this dialogue: only the rows a page shows need them."""

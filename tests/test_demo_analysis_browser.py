@@ -70,3 +70,6 @@ def test_analyse_a_split_then_open_a_miss_in_the_rank_view(page, app):
     page.click("#contrast-btn")
     sync_api.expect(page.locator("#contrast-status")).to_contain_text("the pick")
     sync_api.expect(page.locator("#contrast-table")).to_contain_text("total")
+    # a new ranking: the last one's explanation goes
+    page.click("#rank-btn")
+    sync_api.expect(page.locator("#contrast-status")).not_to_contain_text("the pick")

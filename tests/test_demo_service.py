@@ -165,3 +165,13 @@ def test_main_reports_bad_auth_file_without_starting(tmp_path, capsys):
     assert main(["--auth", str(tmp_path / "auth.txt"), "--starter", "--annotations", "off",
                  "--user-stickers", "off"]) == 2
     assert "no 'user:password' lines" in capsys.readouterr().err
+
+
+def test_prepare_encodes_a_typed_dialogue_ahead_of_the_ranking(service, monkeypatch):
+    seen = []
+    monkeypatch.setattr(service.selector, "prepare", lambda turns: seen.append(list(turns)))
+    assert service.prepare("   \n  ") is False          # nothing to rank yet: rank() says why
+    assert seen == []
+    text = "A: 明天考试\nB: 我还没复习"
+    assert service.prepare(text) is True
+    assert seen == [list(service.parse(text).turns())]    # the turns the ranking will score

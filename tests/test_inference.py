@@ -69,3 +69,31 @@ def test_rank_reports_the_prior_share_of_each_score(selector):
     assert shares[ids[0]] == pytest.approx(2.0 * math.log(6)) and shares[ids[2]] == 0.0
     for r in ranked:
         assert r.score - r.prior == pytest.approx(plain[r.sticker_id], abs=1e-5)
+
+
+def test_semantic_labels_are_read_from_the_sticker_texts_tokens(selector):
+    vocabulary = set(selector.bank.text_vocabulary())
+    assert vocabulary == {t for ids in selector.bank.ocr_ids for t in ids}
+    context = selector.context_ids(["我今天考试没考好", "别难过"])
+    rows = list(range(len(selector.bank.ids)))
+    labels = selector.semantic_labels(context, rows)
+    assert labels == selector.semantic_labels(context, rows, exhaustive=True)
+    readable = {selector.tokenizer.decode([t], skip_special_tokens=True).strip() for t in vocabulary}
+    for label in labels:  # a label is made of the stickers' text tokens only
+        assert set(label.replace(" ", "")) <= set("".join(readable)), label
+    # a sticker added later brings its text's tokens
+    selector.add_sticker(Sticker("user-vocab", None, None, "鸭", "鸭"), image=Image.new("RGB", (32, 32), (9, 9, 9)))
+    new = set(selector.encoder.ocr_ids("鸭"))
+    assert new <= set(selector._label_vocabulary().tolist())
+
+
+def test_prepare_encodes_the_dialogue_and_changes_no_score(make_tiny_selector, mini_stickers):
+    selector = make_tiny_selector(mini_stickers, late_interaction=True)
+    dialogue = ["明天就要考试了", "我还没复习呢"]
+    cold = [(r.sticker_id, r.score) for r in selector.rank(dialogue, semantic_top_k=0)]
+    other = make_tiny_selector(mini_stickers, late_interaction=True)
+    other.prepare(dialogue)
+    assert other.fast._dialogue_cache[0] == tuple(other.context_ids(dialogue))
+    prepared = [(r.sticker_id, r.score) for r in other.rank(dialogue, semantic_top_k=0)]
+    assert [s for s, _ in prepared] == [s for s, _ in cold]
+    assert [v for _, v in prepared] == pytest.approx([v for _, v in cold], abs=1e-6)

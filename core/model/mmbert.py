@@ -44,9 +44,12 @@ class MaskedTokenHead(nn.Module):
         self.word_embeddings = word_embeddings  # shared module: the decoder weight is tied
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (N, H) -> (N, V)
+    def forward(self, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, H) -> (N, V) token logits; with ``vocab`` (K,) token ids, only their logits (N, K)."""
         hidden = self.norm(F.gelu(self.dense(hidden)))
-        return hidden @ self.word_embeddings.weight.t() + self.bias
+        if vocab is None:
+            return hidden @ self.word_embeddings.weight.t() + self.bias
+        return hidden @ self.word_embeddings.weight[vocab].t() + self.bias[vocab]
 
 
 class StickerSelectorModel(nn.Module):
@@ -154,10 +157,12 @@ class StickerSelectorModel(nn.Module):
         return match_and_emotion_logits(self, last_layer_inputs(layer, dialogue), last_layer_inputs(layer, sticker),
                                         dialogue_mask, with_emotions=compute_emotions)
 
-    def predict_masked(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Token logits at given positions: hidden (B, T, H), positions (B, P) -> (B, P, V)."""
+    def predict_masked(self, hidden: torch.Tensor, positions: torch.Tensor,
+                       vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Token logits at given positions: hidden (B, T, H), positions (B, P) -> (B, P, V)
+        (or (B, P, K) over the token ids ``vocab`` (K,))."""
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
-        return self.mlm_head(hidden[rows, positions])
+        return self.mlm_head(hidden[rows, positions], vocab)
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,11 @@ class StickerBank:
             raise UnknownStickerError(sticker_id, f"a bank of {len(self.ids)} stickers")
         return self.index[key]
 
+    def text_vocabulary(self) -> list[int]:
+        """The token ids that occur in the stickers' semantic texts (sorted): what a semantic label
+        (the reconstructed OCR text) is decoded over."""
+        return sorted({token for ids in self.ocr_ids for token in ids})
+
     def add(self, sticker_id: str, feature: torch.Tensor, semantic_text: str, encoder: PairEncoder,
             emotion_label: int = -100) -> None:
         if sticker_id in self.index:

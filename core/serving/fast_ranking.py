@@ -167,6 +167,11 @@ class LateInteractionRanker:
         self._dialogue_cache = (key, inputs)
         return inputs
 
+    @torch.inference_mode()
+    def prepare(self, context_ids: list[int]) -> None:
+        """Encodes the dialogue part now (kept for the next ranking of the same dialogue)."""
+        self._dialogue(context_ids)
+
     def _rows(self, rows) -> torch.Tensor | None:  # None: every row, in order (no gather)
         if rows is None:
             return None

@@ -70,6 +70,7 @@ class StickerSelector:
         self.bank: StickerBank = build_sticker_bank(self._stickers.values(), self.features, self.encoder,
                                                     model.config.semantic_source)
         self.model_version = model_version
+        self._vocab, self._vocab_size = torch.zeros(0, dtype=torch.long), -1  # semantic labels' vocabulary
         self.device = next(model.parameters()).device
         part_cache = None
         if model.config.late_interaction and part_cache_path:
@@ -171,6 +172,12 @@ class StickerSelector:
         speakers, texts = _turns(turns)
         return self.encoder.context_ids(speakers, texts)
 
+    def prepare(self, turns: Sequence[str | Turn]) -> None:
+        """Encodes the dialogue ahead of a ranking (the demo calls it while the user types): `rank`
+        on the same turns then only scores the stickers."""
+        speakers, texts = _turns(turns)
+        self.scorer.prepare(speakers, texts)
+
     def _score(self, context: list[int], rows: list[int], batch_size: int = 64, progress: Progress | None = None,
                exhaustive: bool = False):
         """(positive-class logits, match probabilities, emotion probabilities or None) of bank rows:
@@ -184,9 +191,12 @@ class StickerSelector:
 
     @torch.inference_mode()
     def semantic_labels(self, context: list[int], rows: list[int], exhaustive: bool = False) -> list[str]:
-        """Reconstructs each sticker's text from the OCR run all masked (the L_sem task)."""
+        """Reconstructs each sticker's text from the OCR run all masked (the L_sem task), decoded over the
+        tokens of the stickers' texts (``StickerBank.text_vocabulary``): a label is a sticker text's
+        reconstruction, and the 37k-token decoder would cost more than the ranking itself."""
         if not rows:
             return []
+        vocab = self._label_vocabulary()                                              # (K,) token ids
         if self.fast is not None and not exhaustive:  # decode only the slots a label reads (MLM decoder is big)
             hidden = self.fast.masked_ocr_hidden(context, rows)                       # (B, S, H)
             slots = hidden.shape[1]
@@ -194,8 +204,8 @@ class StickerSelector:
             for i, row in enumerate(rows):
                 keep[i, slots - (len(self.bank.ocr_ids[row]) or 4):] = True
             with torch.inference_mode():
-                tokens = self.model.mlm_head(hidden[keep]).argmax(-1)
-            predicted = torch.full(hidden.shape[:2], self.encoder.mask_id, dtype=torch.long, device=hidden.device)
+                tokens = self.model.mlm_head(hidden[keep], vocab.to(hidden.device)).argmax(-1)
+            predicted = torch.zeros(hidden.shape[:2], dtype=torch.long, device=hidden.device)  # slots not read
             predicted[keep] = tokens
             predicted = predicted.cpu()                                                # (B, S)
         else:
@@ -203,12 +213,19 @@ class StickerSelector:
                                       device=self.device)
             hidden = self.model.encode(**batch)                                       # (B, T, H)
             positions = torch.tensor([p.ocr_positions for p in pairs], device=self.device)  # (B, S)
-            predicted = self.model.predict_masked(hidden, positions).argmax(-1).cpu()  # (B, S)
+            logits = self.model.predict_masked(hidden, positions, vocab.to(self.device))  # (B, S, K)
+            predicted = logits.argmax(-1).cpu()                                       # (B, S)
         labels = []
-        for row, ids in zip(rows, predicted.tolist()):
+        for row, ids in zip(rows, vocab[predicted].tolist()):
             n = len(self.bank.ocr_ids[row]) or 4
             labels.append(self.tokenizer.decode(ids[-n:], skip_special_tokens=True).strip())
         return labels
+
+    def _label_vocabulary(self) -> torch.Tensor:  # (K,) kept until a sticker is added
+        if self._vocab_size != len(self.bank.ids):
+            self._vocab = torch.tensor(self.bank.text_vocabulary() or [self.encoder.mask_id], dtype=torch.long)
+            self._vocab_size = len(self.bank.ids)
+        return self._vocab
 
     def rank(self, turns: Sequence[str | Turn], candidate_ids: Sequence[str] | None = None,
              progress: Progress | None = None, semantic_top_k: int | None = 30,

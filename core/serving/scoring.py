@@ -131,6 +131,13 @@ class SelectorScorer:
         while len(self._dialogues) > max(MAX_CACHED_DIALOGUES, len(todo)):  # a long-running demo stays bounded
             self._dialogues.popitem(last=False)
 
+    def prepare(self, speakers: Sequence, texts: Sequence[str]) -> None:
+        """Encodes what scoring this dialogue reuses (its text-scorer vector, the fast path's dialogue
+        part), so that a ranking that follows only scores the stickers."""
+        self.prepare_dialogues([texts])
+        if self.fast is not None:
+            self.fast.prepare(self.encoder.context_ids(list(speakers), list(texts)))
+
     def text_shares(self, texts: Sequence[str], rows: list[int]) -> torch.Tensor:
         """(C,) the text scorer's share of one dialogue (its turn texts) against bank rows."""
         if self.text_scorer is None:
