@@ -6,20 +6,32 @@ import pytest
 from core.serving.prior import PRIOR_FILE, StickerPrior, fit_weight
 
 
-def test_known_stickers_use_their_count_and_unknown_ones_the_mean():
+def test_known_stickers_use_their_count_and_unknown_ones_the_expected_count():
     prior = StickerPrior({"a": 3, "b": 1}, weight=2.0, known=["a", "b", "c"])
     assert prior.log_prior("a") == pytest.approx(math.log(4))
     assert prior.log_prior("c") == 0.0  # a training candidate never chosen: count 0
-    mean = (math.log(4) + math.log(2) + 0.0) / 3
-    assert prior.log_prior("new") == pytest.approx(mean)  # held out / user-added: unknown base rate
-    assert prior.adjust(["a", "new"], [1.0, 1.0]) == pytest.approx([1 + 2 * math.log(4), 1 + 2 * mean])
+    expected = math.log1p((3 + 1 + 0) / 3)  # held out / user-added: unknown base rate, its expected count
+    assert prior.log_prior("new") == pytest.approx(expected)
+    assert prior.log_prior("new") > prior.log_prior("b")  # skewed counts: above the median known sticker
+    assert prior.adjust(["a", "new"], [1.0, 1.0]) == pytest.approx([1 + 2 * math.log(4), 1 + 2 * expected])
     assert StickerPrior({"a": 3}).log_prior("new") == 0.0  # without `known`: every absent sticker is 0
+    older = StickerPrior({"a": 3, "b": 1}, weight=2.0, known=["a", "b", "c"], unknown="mean_log")
+    assert older.log_prior("new") == pytest.approx((math.log(4) + math.log(2) + 0.0) / 3)
+    with pytest.raises(ValueError, match="unknown='median'"):
+        StickerPrior({"a": 3}, known=["a"], unknown="median")
+
+
+def test_a_prior_saved_before_the_unknown_rule_keeps_the_mean_log_prior(tmp_path):
+    (tmp_path / PRIOR_FILE).write_text('{"weight": 1.0, "counts": {"a": 3, "b": 1}, "known": ["a", "b", "c"]}')
+    loaded = StickerPrior.load(tmp_path)
+    assert loaded.unknown == "mean_log"
+    assert loaded.log_prior("new") == pytest.approx((math.log(4) + math.log(2)) / 3)
 
 
 def test_save_and_load_round_trip(tmp_path):
     StickerPrior({"a": 3}, 1.5, ["a", "b"]).save(tmp_path)
     loaded = StickerPrior.load(tmp_path)
-    assert (loaded.counts, loaded.weight, sorted(loaded.known)) == ({"a": 3}, 1.5, ["a", "b"])
+    assert (loaded.counts, loaded.weight, sorted(loaded.known), loaded.unknown) == ({"a": 3}, 1.5, ["a", "b"], "log_mean")
     assert StickerPrior.load(tmp_path / "missing") is None
     (tmp_path / PRIOR_FILE).write_text("{not json")
     with pytest.raises(ValueError, match=PRIOR_FILE):

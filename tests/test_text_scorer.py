@@ -1,6 +1,7 @@
 """The frozen-text scorer: exact per-sticker normalisation, persistence, use in the selector and the CLIs."""
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ from core.data.mod import Sticker, load_stickers
 from core.serving.text_scorer import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, FrozenTextBilinear, TextScorer,
                               TextScorerConfig, reference_statistics)
 from core.serving.inference import StickerSelector
+from core.serving.prior import StickerPrior
+from core.serving.scoring import record_scoring_file
 from tests.support.mini_mod import make_mini_mod
 
 HIDDEN = 16
@@ -240,3 +243,25 @@ def test_text_scorer_cli_evaluate_load_and_ship(mini, tmp_path):
     (tmp_path / "shipped" / "text_encoder.safetensors").unlink()
     with pytest.raises(ValueError, match="text_encoder.safetensors"):
         TextScorer.load(tmp_path / "shipped")
+
+    # --refit-weights: the same encoder, map and prototypes; only the weights and the prior are chosen again
+    tuned_bytes = (checkpoint / "text_encoder.safetensors").read_bytes()
+    prototypes = tuned.prototypes.clone()
+    (checkpoint / "sticker_prior.json").write_text(  # a prior from before the "unknown" rule
+        json.dumps({"weight": 9.0, "counts": {}, "known": []}))
+    result = text_scorer.main(["--checkpoint", str(checkpoint), "--data", str(mini), "--refit-weights",
+                               "--text-weight", "0.5", "--feature-cache", str(tmp_path / "f.safetensors")])
+    assert result["refit_weights"] and result["fine_tuned"] and result["unknown_prior"] == "log_mean"
+    assert (checkpoint / "text_encoder.safetensors").read_bytes() == tuned_bytes
+    refit = TextScorer.load(checkpoint)
+    assert refit.config.weight == 0.5 and torch.equal(refit.prototypes, prototypes)
+    prior = StickerPrior.load(checkpoint)
+    assert prior.unknown == "log_mean" and prior.weight == result["weights"]["prior"] and prior.counts
+    bare = tmp_path / "bare"
+    shutil.copytree(checkpoint, bare)
+    record_scoring_file(bare, "text_scorer", None)
+    for name in (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, "text_encoder.safetensors"):
+        (bare / name).unlink()
+    with pytest.raises(SystemExit, match="no text scorer"):
+        text_scorer.main(["--checkpoint", str(bare), "--data", str(mini), "--refit-weights",
+                          "--feature-cache", str(tmp_path / "f.safetensors")])

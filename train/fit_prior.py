@@ -4,7 +4,8 @@ Counts come from the training split of DIR (the same split the model was trained
 weight w in `score + w * log(1 + count)` is chosen on the validation split's 10-candidate sets
 (MRR10) and written to CKPT/sticker_prior.json. A text scorer in CKPT (train.text_scorer) is part of the
 scores the weight is fitted on. w = 0 means the prior does not help. Stickers
-held out of training (the hard split's) are not "known": they get the mean log prior (core.serving.prior).
+held out of training (the hard split's) are not "known": they get the log of the mean count, their
+expected count (core.serving.prior).
 """
 from __future__ import annotations
 

