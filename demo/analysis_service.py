@@ -59,7 +59,8 @@ class Analysis:
     def sample(self, sample_id: str) -> errors.RankedSample:
         found = next((s for s in self.ranked if s.sample_id == sample_id), None)
         if found is None:
-            raise DemoError(f"No sample {sample_id!r} in {self.name}: run the analysis again.")
+            raise DemoError(f"No sample {sample_id!r} in {self.name}: run the analysis again.",
+                            zh=f"{self.name} 中没有样本 {sample_id!r}：请重新运行分析。")
         return found
 
 
@@ -108,7 +109,9 @@ class AnalysisService:
             return self._uploaded(upload)
         if source not in self.splits:
             known = ", ".join(self.splits) or "none: start the demo with --data DIR"
-            raise DemoError(f"Unknown split {source!r}; the demo has {known}.")
+            known_zh = ", ".join(self.splits) or "无：请用 --data DIR 启动演示"
+            raise DemoError(f"Unknown split {source!r}; the demo has {known}.",
+                            zh=f"未知的数据划分 {source!r}；本演示有：{known_zh}。")
         return source, self.splits[source], source, []
 
     def _uploaded(self, upload: str | Path | None) -> tuple[str, list[dict], str, list[str]]:
@@ -116,24 +119,27 @@ class AnalysisService:
 
         if not upload:
             raise DemoError("Upload a dialogues file (MOD format: {\"dialogue 1\": [{\"speaker_id\", \"txt\", "
-                            "\"img_id\"}, ...]}) first.")
+                            "\"img_id\"}, ...]}) first.", zh="请先上传 MOD 格式的对话文件。")
         path = Path(upload)
         try:
             data = path.read_bytes()
         except OSError:
-            raise DemoError("The uploaded file is gone; upload it again.") from None
+            raise DemoError("The uploaded file is gone; upload it again.", zh="上传的文件已不存在，请重新上传。") from None
         if len(data) > MAX_UPLOAD_BYTES:
-            raise DemoError(f"The file is {len(data) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB.")
+            raise DemoError(f"The file is {len(data) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB.",
+                            zh=f"文件大小为 {len(data) / 2**20:.1f} MiB，上限为 {MAX_UPLOAD_BYTES / 2**20:.0f} MiB。")
         selector = self.service.selector
         stickers = StickerSet(selector.sticker(i) for i in selector.sticker_ids())
         try:
             dialogues, report = load_dialogues(path, stickers, on_error="skip")
         except (DataError, ValueError) as exc:
-            raise DemoError(f"Not a MOD-format dialogues file: {exc}") from None
+            raise DemoError(f"Not a MOD-format dialogues file: {exc}", zh=f"不是 MOD 格式的对话文件：{exc}") from None
         rows = build_samples(dialogues, stickers, report)
         if not rows:
             raise DemoError(f"No samples in {path.name}: no sticker turn after a first turn uses a sticker of the "
-                            f"demo ({report.summary()}).")
+                            f"demo ({report.summary()}).",
+                            zh=f"{path.name} 中没有样本：第一句之后的表情回复都没有用到本演示的表情"
+                               f"（{report.summary()}）。")
         notes = [f"{path.name}: {report.summary()}"] if report.skipped else []
         return path.name, rows, "upload:" + hashlib.sha256(data).hexdigest(), notes
 
@@ -154,7 +160,7 @@ class AnalysisService:
                 try:
                     ranked, skipped = errors.rank_samples(self.service.selector.scorer, rows, progress=progress)
                 except ValueError as exc:
-                    raise DemoError(f"Cannot rank these samples: {exc}") from None
+                    raise DemoError(f"Cannot rank these samples: {exc}", zh=f"无法为这些样本排序：{exc}") from None
             cached = Analysis(name, ranked, skipped, notes)
             with self._cache_lock:
                 self._cache[cache_key] = cached
@@ -164,7 +170,7 @@ class AnalysisService:
     def load_miss(self, analysis: Analysis | None, sample_id: str) -> tuple[str, str]:
         """(dialogue text, example key) of a sample, ready for the rank view (its gold sticker marked)."""
         if analysis is None:
-            raise DemoError("Run the analysis first.")
+            raise DemoError("Run the analysis first.", zh="请先运行分析。")
         sample = analysis.sample(str(sample_id))
         key = f"{analysis.name}:{sample.sample_id}"
         text = sample_text(list(sample.speakers), list(sample.texts))
@@ -188,16 +194,18 @@ def contrastive(service: DemoService, text: object, example_key: str | None, *,
     s(pick) - s(gold) to the dialogue's tokens. The pick is the first of ``ranking`` (the rank view's
     rows) when ``ranked_text`` says it ranked this dialogue (canonical text), else of a fresh ranking."""
     if method not in SALIENCY_METHODS:
-        raise DemoError(f"Unknown saliency method {method!r}; expected one of {', '.join(SALIENCY_METHODS)}.")
+        raise DemoError(f"Unknown saliency method {method!r}; expected one of {', '.join(SALIENCY_METHODS)}.",
+                        zh=f"未知的显著性方法 {method!r}；可选：{', '.join(SALIENCY_METHODS)}。")
     parsed = service.parse(text, alternate=alternate)
     gold, _ = service.gold_for(parsed, example_key)
     if not gold:
         raise DemoError("No gold sticker: load an example (or a miss from the error analysis) and keep its "
-                        "dialogue unchanged. / 请先载入带标准答案的示例。")
+                        "dialogue unchanged.", zh="请先载入带标准答案的示例。")
     try:
         steps = max(2, min(128, int(n_steps)))
     except (TypeError, ValueError):
-        raise DemoError(f"n_steps must be a whole number, got {n_steps!r}.") from None
+        raise DemoError(f"n_steps must be a whole number, got {n_steps!r}.",
+                        zh=f"n_steps 必须是整数，收到的是 {n_steps!r}。") from None
     rows = list(ranking or [])
     if ranked_text != parsed.canonical_text():
         rows = []
@@ -208,15 +216,16 @@ def contrastive(service: DemoService, text: object, example_key: str | None, *,
                         for r in service.selector.rank(parsed.turns(), semantic_top_k=0)]
             pick = str(rows[0]["sticker_id"])
             if pick == gold:
-                raise DemoError(f"The model's pick is the gold sticker {gold}: nothing to contrast. / 模型首选即标准答案。")
+                raise DemoError(f"The model's pick is the gold sticker {gold}: nothing to contrast.",
+                                zh="模型首选即标准答案。")
             explanation = service.selector.explain(parsed.turns(), {pick: 1.0, gold: -1.0}, method=method,
                                                    n_steps=steps, progress=progress)
         except DemoError:
             raise
         except KeyError as exc:  # core.data.mod.UnknownStickerError: the gold is not a candidate
-            raise DemoError(f"Cannot explain this dialogue: {exc}") from None
+            raise DemoError(f"Cannot explain this dialogue: {exc}", zh=f"无法解释这段对话：{exc}") from None
         except ValueError as exc:
-            raise DemoError(f"Cannot explain this dialogue: {exc}") from None
+            raise DemoError(f"Cannot explain this dialogue: {exc}", zh=f"无法解释这段对话：{exc}") from None
     ranks = {str(r["sticker_id"]): r.get("rank") for r in rows}
     return Contrast(pick, gold, ranks.get(pick), ranks.get(gold), explanation)
 

@@ -116,7 +116,8 @@ def _handle_errors(*fallback: Any) -> Callable[[Callable], Callable]:
                 logger.info("%s: %s", fn.__name__, message)
             except Exception as exc:  # noqa: BLE001 - the server keeps serving
                 logger.exception("%s failed", fn.__name__)
-                message = f"Something went wrong ({type(exc).__name__}: {exc}); the server log has the details."
+                message = (f"Something went wrong ({type(exc).__name__}: {exc}); the server log has the details."
+                           f" / 出错了（{type(exc).__name__}），详情请查看服务器日志。")
             if not fallback:
                 raise gr.Error(message, print_exception=False)  # logged above, once
             gr.Warning(message)

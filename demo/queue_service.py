@@ -94,24 +94,27 @@ class QueueService:
         key = str(name or "").strip()
         if key not in self._queues:
             known = ", ".join(self._queues) or "none"
-            raise DemoError(f"Unknown queue {key!r}; the queues are: {known}.")
+            known_zh = ", ".join(self._queues) or "无"
+            raise DemoError(f"Unknown queue {key!r}; the queues are: {known}.",
+                            zh=f"未知的队列 {key!r}；现有队列：{known_zh}。")
         return self._queues[key]
 
     def upload(self, path: str | Path | None, file_name: str | None = None) -> AnnotationQueue:
         """Make a queue of an uploaded MOD-format (``.json``) or JSONL file and keep it in the store."""
         if not path:
-            raise DemoError("Upload a .jsonl or MOD-format .json file first.")
+            raise DemoError("Upload a .jsonl or MOD-format .json file first.",
+                            zh="请先上传 .jsonl 或 MOD 格式的 .json 文件。")
         try:
             queue = queue_from_file(path, file_name=file_name, known_stickers=set(self.demo.sticker_ids()),
                                     mod_stickers=self._mod_stickers())
-        except QueueError as exc:
-            raise DemoError(str(exc)) from None
+        except QueueError as exc:  # its text names the file and the problem
+            raise DemoError(str(exc), zh=f"无法载入队列文件：{exc}") from None
         with self._lock:
             if self.progress is not None:
                 try:
                     self.progress.save_queue(queue.name, queue.description, [i.to_dict() for i in queue.items])
                 except _store_errors() as exc:
-                    raise DemoError(f"Could not save the queue: {exc}") from None
+                    raise DemoError(f"Could not save the queue: {exc}", zh=f"无法保存队列：{exc}") from None
             self._queues.setdefault(queue.name, queue)
         return self._queues[queue.name]
 
@@ -211,7 +214,7 @@ class QueueService:
                             model_version=self.demo.model_version or None,
                             model_ranks={s: rank_of[s] for s in labels if s in rank_of})
         except _store_errors() as exc:
-            raise DemoError(f"Could not save the submission: {exc}") from None
+            raise DemoError(f"Could not save the submission: {exc}", zh=f"无法保存提交：{exc}") from None
         n_ok = len(ticked)
         note = f"Saved {item.item_id}: {n_ok} acceptable, {len(labels) - n_ok} not acceptable."
         return self.state(annotator, queue.name, base_url=base_url, message=note)
@@ -222,7 +225,7 @@ class QueueService:
         try:
             progress.skip(queue=queue.name, item_id=item.item_id, annotator=annotator, dialogue_text=item.dialogue)
         except _store_errors() as exc:
-            raise DemoError(f"Could not save the skip: {exc}") from None
+            raise DemoError(f"Could not save the skip: {exc}", zh=f"无法保存跳过记录：{exc}") from None
         return self.state(annotator, queue.name, base_url=base_url, message=f"Skipped {item.item_id}.")
 
     def undo(self, annotator: str, queue_name: object, *, base_url: str = "") -> dict[str, Any]:
@@ -232,7 +235,7 @@ class QueueService:
         try:
             last = progress.undo_last(queue=queue.name, annotator=annotator)
         except _store_errors() as exc:
-            raise DemoError(f"Could not undo: {exc}") from None
+            raise DemoError(f"Could not undo: {exc}", zh=f"无法撤销：{exc}") from None
         if last is None:
             return self.state(annotator, queue.name, base_url=base_url, message="Nothing to undo.")
         ticked = [s for s, lab in last.labels.items() if lab == "acceptable"]
@@ -253,7 +256,7 @@ class QueueService:
         try:
             records = store.all()
         except _store_errors() as exc:
-            raise DemoError(f"Could not read the flags: {exc}") from None
+            raise DemoError(f"Could not read the flags: {exc}", zh=f"无法读取标注：{exc}") from None
         return records if hashes is None else [a for a in records if a.dialogue_hash in hashes]
 
     def review(self, queue_name: object | None = None) -> list[dict[str, Any]]:
@@ -274,7 +277,7 @@ class QueueService:
             try:
                 counts = self._progress().annotators(name)
             except _store_errors() as exc:
-                raise DemoError(f"Could not read the progress: {exc}") from None
+                raise DemoError(f"Could not read the progress: {exc}", zh=f"无法读取进度：{exc}") from None
             total = len(self._queues[name])
             rows += [[name, who, c["submitted"], c["skipped"], total - c["submitted"] - c["skipped"]]
                      for who, c in sorted(counts.items())]
@@ -285,13 +288,14 @@ class QueueService:
         from core.annotations import export_dataset
 
         if fmt not in EXPORT_CHOICES:
-            raise DemoError(f"Unknown export format {fmt!r}; expected one of {', '.join(EXPORT_CHOICES)}.")
+            raise DemoError(f"Unknown export format {fmt!r}; expected one of {', '.join(EXPORT_CHOICES)}.",
+                            zh=f"未知的导出格式 {fmt!r}；可选：{', '.join(EXPORT_CHOICES)}。")
         store = self.demo._store()
         work = Path(tempfile.mkdtemp(prefix="annotations-export-"))
         try:
             export_dataset(store, work / "export", fmt)
         except _store_errors() as exc:
-            raise DemoError(f"Could not export the annotations: {exc}") from None
+            raise DemoError(f"Could not export the annotations: {exc}", zh=f"无法导出标注：{exc}") from None
         target = work / f"annotations-{fmt}-{time.strftime('%Y%m%d-%H%M%S')}.zip"
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted((work / "export").rglob("*")):
@@ -303,7 +307,7 @@ class QueueService:
 
     def _progress(self) -> Any:
         if self.progress is None:
-            raise DemoError("Annotating is turned off (no annotation database).")
+            raise DemoError("Annotating is turned off (no annotation database).", zh="标注已关闭（没有标注数据库）。")
         return self.progress
 
     def _answers(self, queue: AnnotationQueue, annotator: str) -> dict[str, Any]:
@@ -312,14 +316,15 @@ class QueueService:
         try:
             return self.progress.answers(queue=queue.name, annotator=annotator)
         except _store_errors() as exc:
-            raise DemoError(f"Could not read the progress: {exc}") from None
+            raise DemoError(f"Could not read the progress: {exc}", zh=f"无法读取进度：{exc}") from None
 
     @staticmethod
     def _item(queue: AnnotationQueue, item_id: object) -> QueueItem:
         try:
             return queue.item(item_id)
-        except QueueError as exc:
-            raise DemoError(str(exc)) from None
+        except QueueError as exc:  # the one error of AnnotationQueue.item: an unknown item id
+            key = str(item_id or "").strip()
+            raise DemoError(str(exc), zh=f"队列 {queue.name!r} 中没有条目 {key!r}。") from None
 
     def _accepted_ids(self, accepted: object) -> list[str]:
         if accepted is None or accepted == "":
@@ -327,7 +332,8 @@ class QueueService:
         if isinstance(accepted, str):
             accepted = [a for a in accepted.split(",")]
         if not isinstance(accepted, (list, tuple)):
-            raise DemoError(f"accepted must be a list of sticker ids, got {type(accepted).__name__}.")
+            raise DemoError(f"accepted must be a list of sticker ids, got {type(accepted).__name__}.",
+                            zh=f"accepted 必须是表情 ID 的列表，收到的是 {type(accepted).__name__}。")
         return list(dict.fromkeys(self.demo.check_sticker_id(a) for a in accepted if str(a).strip()))
 
 

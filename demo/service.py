@@ -292,13 +292,14 @@ class DemoService(StickerUploads):
             sticker_id = sticker_id[1]
         text = str(sticker_id or "").strip()
         if not text:
-            raise DemoError("No sticker selected: pick one from the ranking first.")
+            raise DemoError("No sticker selected: pick one from the ranking first.",
+                            zh="未选择表情：请先从排序结果中选一个。")
         if len(text) > 64 or not text.isprintable():
-            raise DemoError("Unknown sticker id (not a valid id).")
+            raise DemoError("Unknown sticker id (not a valid id).", zh="未知的表情 ID（不是有效的 ID）。")
         try:
             self.selector.sticker(text)
         except (UnknownStickerError, KeyError, ValueError):
-            raise DemoError(f"Unknown sticker id {text!r}.") from None
+            raise DemoError(f"Unknown sticker id {text!r}.", zh=f"未知的表情 ID {text!r}。") from None
         return text
 
     # ------------------------------------------------------------------ dialogue
@@ -308,12 +309,13 @@ class DemoService(StickerUploads):
         parsed = parse_dialogue(text, alternate=alternate)
         if not parsed:
             raise DemoError("The dialogue is empty: type at least one line (the last line is the "
-                            "turn that the sticker goes with).")
+                            "turn that the sticker goes with).",
+                            zh="对话为空：请至少输入一行（最后一行是表情要回应的那一句）。")
         return parsed
 
     def example(self, key: str | None) -> Example:
         if not key or key not in self.examples:
-            raise DemoError(f"Unknown example {key!r}.")
+            raise DemoError(f"Unknown example {key!r}.", zh=f"未知的示例 {key!r}。")
         return self.examples[key]
 
     def gold_for(self, parsed: ParsedDialogue, example_key: str | None) -> tuple[str | None, Example | None]:
@@ -328,7 +330,8 @@ class DemoService(StickerUploads):
                    gold_id: str | None = None) -> list[str] | None:
         """Candidate ids for a ranking mode (None = all stickers)."""
         if mode not in CANDIDATE_MODES:
-            raise DemoError(f"Unknown candidate mode {mode!r}; expected one of {', '.join(CANDIDATE_MODES)}.")
+            raise DemoError(f"Unknown candidate mode {mode!r}; expected one of {', '.join(CANDIDATE_MODES)}.",
+                            zh=f"未知的候选模式 {mode!r}；可选：{', '.join(CANDIDATE_MODES)}。")
         if mode == "all":
             return None
         all_ids = self.sticker_ids()
@@ -342,9 +345,10 @@ class DemoService(StickerUploads):
             return picked
         chosen = [c for c in (chosen or []) if str(c).strip()]
         if not chosen:
-            raise DemoError("“My choice” needs at least one sticker: pick them in the list.")
+            raise DemoError("“My choice” needs at least one sticker: pick them in the list.",
+                            zh="“自选”至少需要一个表情：请在列表中选择。")
         if len(chosen) > MAX_CHOSEN:
-            raise DemoError(f"At most {MAX_CHOSEN} stickers can be chosen.")
+            raise DemoError(f"At most {MAX_CHOSEN} stickers can be chosen.", zh=f"最多只能选择 {MAX_CHOSEN} 个表情。")
         return list(dict.fromkeys(self.check_sticker_id(c) for c in chosen))
 
     # ------------------------------------------------------------------ model calls
@@ -362,9 +366,9 @@ class DemoService(StickerUploads):
             try:
                 ranked = list(self.selector.rank(parsed.turns(), candidate_ids, progress=progress, semantic_top_k=0))
             except UnknownStickerError as exc:
-                raise DemoError(f"Unknown sticker id: {exc}") from None
+                raise DemoError(f"Unknown sticker id: {exc}", zh=f"未知的表情 ID：{exc}") from None
             except ValueError as exc:
-                raise DemoError(f"Cannot rank this dialogue: {exc}") from None
+                raise DemoError(f"Cannot rank this dialogue: {exc}", zh=f"无法为这段对话排序：{exc}") from None
             if not with_prior:
                 ranked = without_prior(ranked)
             top = ranked[:max(0, int(labels))]
@@ -400,28 +404,30 @@ class DemoService(StickerUploads):
             rows = [self.selector.bank.position(s) for s in sticker_ids]
             return [clean_semantic_label(t) for t in self.selector.semantic_labels(context, rows)]
         except (UnknownStickerError, KeyError, ValueError) as exc:
-            raise DemoError(f"Cannot read the semantic labels: {exc}") from None
+            raise DemoError(f"Cannot read the semantic labels: {exc}", zh=f"无法读取语义标签：{exc}") from None
 
     def saliency(self, text: object, sticker_id: object, method: str = "gradient", *, n_steps: int = 32,
                  alternate: bool = True, progress: ProgressFn | None = None) -> list[tuple[str, float]]:
         """(token, score) pairs: how much each dialogue token drives the sticker's score."""
         if method not in SALIENCY_METHODS:
-            raise DemoError(f"Unknown saliency method {method!r}; expected one of {', '.join(SALIENCY_METHODS)}.")
+            raise DemoError(f"Unknown saliency method {method!r}; expected one of {', '.join(SALIENCY_METHODS)}.",
+                            zh=f"未知的显著性方法 {method!r}；可选：{', '.join(SALIENCY_METHODS)}。")
         parsed = self.parse(text, alternate=alternate)
         sticker_id = self.check_sticker_id(sticker_id)
         try:
             steps = int(n_steps)
         except (TypeError, ValueError):
-            raise DemoError(f"n_steps must be a whole number, got {n_steps!r}.") from None
+            raise DemoError(f"n_steps must be a whole number, got {n_steps!r}.",
+                            zh=f"n_steps 必须是整数，收到的是 {n_steps!r}。") from None
         steps = max(2, min(MAX_IG_STEPS, steps))
         with self._lock:
             try:
                 pairs = self.selector.saliency(parsed.turns(), sticker_id, method=method, n_steps=steps,
                                                progress=progress)
             except UnknownStickerError as exc:
-                raise DemoError(f"Unknown sticker id: {exc}") from None
+                raise DemoError(f"Unknown sticker id: {exc}", zh=f"未知的表情 ID：{exc}") from None
             except ValueError as exc:
-                raise DemoError(f"Cannot compute saliency: {exc}") from None
+                raise DemoError(f"Cannot compute saliency: {exc}", zh=f"无法计算显著性：{exc}") from None
         return [(str(token), float(score)) for token, score in pairs]
 
     # ------------------------------------------------------------------ annotations
@@ -434,14 +440,15 @@ class DemoService(StickerUploads):
         """The annotator name: the logged-in user when login is required, else the typed name."""
         if self.require_login:
             if not username:
-                raise DemoError("Log in to flag stickers (only listed annotators can flag).")
+                raise DemoError("Log in to flag stickers (only listed annotators can flag).",
+                                zh="请先登录再标注表情（只有名单中的标注者可以标注）。")
             return username
         name = " ".join(str(typed or "").split())
         return name or "anonymous"
 
     def _store(self) -> Any:
         if self.annotations is None:
-            raise DemoError("Flagging is turned off (no annotation database).")
+            raise DemoError("Flagging is turned off (no annotation database).", zh="标注已关闭（没有标注数据库）。")
         return self.annotations
 
     def flag(self, text: object, sticker_id: object, *, annotator: str, label: str = "acceptable",
@@ -458,7 +465,7 @@ class DemoService(StickerUploads):
                               label=label, source_sample_id=example.sample_id if example else None,
                               model_version=self.model_version or None, model_rank=model_rank)
         except (AnnotationStoreError, ValueError) as exc:
-            raise DemoError(f"Could not save the flag: {exc}") from None
+            raise DemoError(f"Could not save the flag: {exc}", zh=f"无法保存标注：{exc}") from None
 
     def unflag(self, text: object, sticker_id: object, *, annotator: str, alternate: bool = True) -> bool:
         from core.annotations import AnnotationStoreError
@@ -469,7 +476,7 @@ class DemoService(StickerUploads):
         try:
             return store.unflag(dialogue_text=parsed.canonical_text(), sticker_id=sticker_id, annotator=annotator)
         except (AnnotationStoreError, ValueError) as exc:
-            raise DemoError(f"Could not remove the flag: {exc}") from None
+            raise DemoError(f"Could not remove the flag: {exc}", zh=f"无法删除标注：{exc}") from None
 
     def flags_for(self, text: object, *, alternate: bool = True) -> list[Any]:
         """All annotations for the dialogue (empty when flagging is off or the text is empty)."""
@@ -483,7 +490,7 @@ class DemoService(StickerUploads):
         try:
             return list(self.annotations.for_dialogue(parsed.canonical_text()))
         except (AnnotationStoreError, ValueError) as exc:
-            raise DemoError(f"Could not read the flags: {exc}") from None
+            raise DemoError(f"Could not read the flags: {exc}", zh=f"无法读取标注：{exc}") from None
 
     def agreement(self) -> dict:
         from core.annotations import AnnotationStoreError
@@ -492,4 +499,4 @@ class DemoService(StickerUploads):
         try:
             return store.agreement()
         except AnnotationStoreError as exc:
-            raise DemoError(f"Could not compute agreement: {exc}") from None
+            raise DemoError(f"Could not compute agreement: {exc}", zh=f"无法计算一致性：{exc}") from None

@@ -69,8 +69,10 @@ class StickerUploads:
         try:
             path = self._checked_upload(file_path)
             return load_sticker_image(path, name=path.name)
-        except (DemoError, StickerImageError) as exc:
-            raise DemoError(f"Not a usable image: {exc}") from None
+        except DemoError as exc:  # the upload is gone or too big (already bilingual)
+            raise DemoError(f"Not a usable image: {exc.en}", zh=f"图片不可用：{exc.zh or exc.en}") from None
+        except StickerImageError as exc:
+            raise DemoError(f"Not a usable image: {exc}", zh=f"图片不可用：{exc}") from None
 
     def read_upload(self, file_path: str | Path, engine: str | None = None,
                     progress: ProgressFn | None = None) -> UploadReading:
@@ -89,7 +91,7 @@ class StickerUploads:
     def read_text(self, file_path: str | Path | None, engine: str | None = None) -> tuple[str, str]:
         """(OCR text, engine used) for an uploaded file; ("", reason) when OCR is off."""
         if not file_path:
-            raise DemoError("Upload an image first.")
+            raise DemoError("Upload an image first.", zh="请先上传图片。")
         from demo import ocr
         from core.data.images import StickerImageError
 
@@ -102,9 +104,10 @@ class StickerUploads:
         try:
             return ocr.read_text(self._checked_upload(file_path), engine=name), name
         except StickerImageError as exc:
-            raise DemoError(f"Not a usable image: {exc}") from None
+            raise DemoError(f"Not a usable image: {exc}", zh=f"图片不可用：{exc}") from None
         except ocr.OCRError as exc:
-            raise DemoError(f"OCR failed ({exc}); type the text yourself.") from None
+            raise DemoError(f"OCR failed ({exc}); type the text yourself.",
+                            zh=f"文字识别失败（{exc}），请自行输入文字。") from None
 
     def _checked_upload(self, file_path: str | Path) -> Path:
         from demo.user_stickers import MAX_UPLOAD_BYTES
@@ -113,18 +116,20 @@ class StickerUploads:
         try:
             size = path.stat().st_size
         except OSError:
-            raise DemoError("The uploaded file is gone; upload it again.") from None
+            raise DemoError("The uploaded file is gone; upload it again.", zh="上传的文件已不存在，请重新上传。") from None
         if size > MAX_UPLOAD_BYTES:
-            raise DemoError(f"The file is {size / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB.")
+            raise DemoError(f"The file is {size / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB.",
+                            zh=f"文件大小为 {size / 2**20:.1f} MiB，上限为 {MAX_UPLOAD_BYTES / 2**20:.0f} MiB。")
         return path
 
     def add_sticker(self, file_path: str | Path | None, ocr_text: str = "", name: str = "",
                     *, original_name: str | None = None) -> Sticker:
         """Store an uploaded image as a user sticker and make it rankable at once."""
         if self.user_stickers is None:
-            raise DemoError("Adding stickers is turned off (no user sticker directory).")
+            raise DemoError("Adding stickers is turned off (no user sticker directory).",
+                            zh="添加表情已关闭（没有用户表情目录）。")
         if not file_path:
-            raise DemoError("Upload an image first.")
+            raise DemoError("Upload an image first.", zh="请先上传图片。")
         from core.data.images import StickerImageError, load_sticker_image
         from demo.service import StickerInfo
         from demo.user_stickers import UserStickerError
@@ -136,9 +141,9 @@ class StickerUploads:
                 sticker = self.user_stickers.add(path, ocr=ocr_text or "", name=name or "", source_name=label)
                 image = load_sticker_image(sticker.image_path)
             except StickerImageError as exc:
-                raise DemoError(f"Not a usable image: {exc}") from None
-            except UserStickerError as exc:
-                raise DemoError(str(exc)) from None
+                raise DemoError(f"Not a usable image: {exc}", zh=f"图片不可用：{exc}") from None
+            except UserStickerError as exc:  # the store is full, or the upload cannot be read
+                raise DemoError(str(exc), zh=f"无法添加表情：{exc}") from None
             if sticker.sticker_id not in set(self.selector.sticker_ids()):
                 self.selector.add_sticker(sticker, image=image)
             self._info[sticker.sticker_id] = StickerInfo(sticker.sticker_id, sticker.name_label, sticker.ocr,
