@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,85 @@ def test_rank_without_the_prior(page):
     page.click("#no-prior input")
     sync_api.expect(page.locator("#ranking-table tbody tr").first).to_have_attribute("data-sticker",
                                                                                     PRIOR_FAVOURITE)
+
+
+class _SlowOCR:
+    """A stand-in for ``demo.ocr.read_text``: blocks until ``release`` is set, then reads ``text``.
+
+    ``entered`` is set once a call is inside (the demo is "reading the text"); ``calls`` records
+    (file name, engine) of every call.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[tuple[str, str | None]] = []
+
+    def __call__(self, image, engine=None, **kwargs):
+        self.calls.append((Path(image).name, engine))
+        self.entered.set()
+        if not self.release.wait(timeout=TIMEOUT_MS / 1000 * 3):  # never hang the server on a failed test
+            raise RuntimeError("the test never released the fake OCR")
+        return self.text
+
+
+def test_add_button_is_disabled_while_ocr_reads_the_upload(browser, make_tiny_selector, tmp_path, monkeypatch):
+    """While OCR reads an upload, "Add sticker" is disabled (a sticker cannot be saved without its
+    text); once the text is in, it is enabled, and adding the sticker raises the header's count by one."""
+    from PIL import Image, ImageDraw
+
+    from demo import ocr
+
+    fake = _SlowOCR("加油")
+    monkeypatch.setattr(ocr, "default_engine", lambda: "fake-ocr")  # the panel's engine is "auto"
+    monkeypatch.setattr(ocr, "read_text", fake)
+    image = Image.new("RGB", (96, 96), "white")
+    ImageDraw.Draw(image).ellipse((16, 16, 80, 80), fill="orange")
+    image.save(tmp_path / "cheer.png")
+
+    user_stickers = UserStickerStore(tmp_path / "user")
+    with running_demo(make_tiny_selector(), user_stickers=user_stickers, ocr_engine="auto",
+                      **starter_kwargs()) as app:
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(app.url)
+            header = page.locator("#header")
+            n = len(app.service.sticker_ids())
+            sync_api.expect(header).to_contain_text(f"{n} stickers")
+            page.get_by_role("tab", name=re.compile("Add stickers")).click()
+            add_btn, ocr_btn = page.locator("#add-btn"), page.locator("#ocr-btn")
+            ocr_box = page.locator("#ocr-text textarea")
+            sync_api.expect(add_btn).to_be_enabled()
+
+            page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "cheer.png"))
+            assert fake.entered.wait(TIMEOUT_MS / 1000), "the upload never reached OCR"
+            # OCR is blocked: the Add button (and "Read text again") wait for it
+            sync_api.expect(add_btn).to_be_disabled()
+            sync_api.expect(add_btn).to_contain_text("Reading the text")
+            sync_api.expect(ocr_btn).to_be_disabled()
+            sync_api.expect(ocr_box).to_have_value("")
+            add_btn.click(force=True)  # a click on the disabled button does nothing (checked below)
+            assert fake.calls == [("cheer.png", "fake-ocr")]
+
+            fake.release.set()
+            sync_api.expect(ocr_box).to_have_value("加油")
+            sync_api.expect(page.locator("#add-status")).to_contain_text("Text read by fake-ocr")
+            sync_api.expect(add_btn).to_be_enabled()
+            sync_api.expect(add_btn).to_contain_text("Add sticker")
+            sync_api.expect(ocr_btn).to_be_enabled()
+
+            add_btn.click()
+            sync_api.expect(page.locator("#add-status")).to_contain_text("Added user-0001")
+            sync_api.expect(header).to_contain_text(f"{n + 1} stickers")
+            sync_api.expect(page.locator("#user-gallery img")).to_have_count(1)
+            # one sticker, with the text OCR read: the forced click while reading saved nothing
+            assert [(s.sticker_id, s.ocr) for s in user_stickers.stickers()] == [("user-0001", "加油")]
+            assert len(app.service.sticker_ids()) == n + 1 and "user-0001" in app.service.sticker_ids()
+            assert app.service.info("user-0001").ocr == "加油"
+            assert len(fake.calls) == 1
+        finally:
+            fake.release.set()
+            context.close()
