@@ -187,6 +187,9 @@ def _rank_tab(service: DemoService, *, require_login: bool) -> SimpleNamespace:
 # --------------------------------------------------------------------------- other tabs
 
 
+DISABLE_ADD = "() => { const b = document.querySelector('#add-btn'); if (b) b.disabled = true; }"
+
+
 def _add_sticker_tab(service: DemoService, ui: SimpleNamespace, *, ocr_engine: str | None, header: Any) -> None:
     """Upload an image, read its text (OCR), add it as a sticker; it is a candidate at once. "Add
     sticker" is off while the text is being read; ``header`` (the page's title line) gets the new count."""
@@ -216,11 +219,16 @@ def _add_sticker_tab(service: DemoService, ui: SimpleNamespace, *, ocr_engine: s
                                           fit_columns=False, allow_preview=False, elem_id="user-gallery",
                                           value=service.user_sticker_tiles())
 
+    read_uploads: set[str] = set()  # uploads whose text was read (or could not be): "Add sticker" waits for it
+
     @_handle_errors(None, "", STATUS)
     def on_upload(file_path, engine_value, progress=gr.Progress()):
         if not file_path:
             return None, gr.update(), ""
-        reading = service.read_upload(file_path, engine_value, progress=_progress_fn(progress))
+        try:
+            reading = service.read_upload(file_path, engine_value, progress=_progress_fn(progress))
+        finally:
+            read_uploads.add(str(file_path))
         if reading.problem:
             gr.Warning(reading.problem)
         return reading.image, reading.text, _error_md(reading.note) if reading.problem else _notes_md([reading.note])
@@ -235,7 +243,10 @@ def _add_sticker_tab(service: DemoService, ui: SimpleNamespace, *, ocr_engine: s
         return add, gr.update(interactive=not reading)
 
     @_handle_errors(STATUS, KEEP, KEEP, KEEP, KEEP)
-    def on_add(file_path, text, sticker_name, progress=gr.Progress()):
+    def on_add(file_path, text, sticker_name, engine_value="off", progress=gr.Progress()):
+        if file_path and engine_value != "off" and str(file_path) not in read_uploads:  # a click before OCR began
+            raise DemoError("The text on this image is still being read: add the sticker when it is shown.",
+                            zh="图中文字还在识别，识别完成后再添加。")
         progress(0.3, desc="storing and encoding the sticker")
         sticker = service.add_sticker(file_path, text or "", sticker_name or "")
         choices = service.sticker_choices()
@@ -246,10 +257,11 @@ def _add_sticker_tab(service: DemoService, ui: SimpleNamespace, *, ocr_engine: s
 
     for event, handler, outputs in ((upload.upload, on_upload, [preview, ocr_text, status]),
                                     (ocr_btn.click, on_ocr_again, [ocr_text, status])):
-        event(lambda: busy(True), None, [add_btn, ocr_btn], show_progress="hidden", **PRIVATE) \
+        # js: the button is disabled in the page at once, not only when busy(True) comes back from the server
+        event(lambda: busy(True), None, [add_btn, ocr_btn], js=DISABLE_ADD, show_progress="hidden", **PRIVATE) \
             .then(handler, [upload, engine], outputs, **PRIVATE) \
             .then(lambda: busy(False), None, [add_btn, ocr_btn], show_progress="hidden", **PRIVATE)
-    add_btn.click(on_add, [upload, ocr_text, name], [status, user_gallery, ui.chosen, ui.selected, header],
+    add_btn.click(on_add, [upload, ocr_text, name, engine], [status, user_gallery, ui.chosen, ui.selected, header],
                   concurrency_id="model", **PRIVATE)
 
 

@@ -274,6 +274,12 @@ def test_add_button_is_disabled_while_ocr_reads_the_upload(browser, make_tiny_se
             sync_api.expect(add_btn).to_be_enabled()
 
             page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "cheer.png"))
+            # clicks in the page from the upload until OCR starts: the button is disabled in the page at
+            # once (not only when the server's busy step comes back), so none of them saves the sticker
+            clicks = 0
+            while not fake.entered.is_set() and clicks < 2000:
+                page.evaluate("() => document.querySelector('#add-btn').click()")
+                clicks += 1
             assert fake.entered.wait(TIMEOUT_MS / 1000), "the upload never reached OCR"
             # OCR is blocked: the Add button (and "Read text again") wait for it
             sync_api.expect(add_btn).to_be_disabled()
