@@ -384,7 +384,7 @@ class DemoService(StickerUploads):
             parsed = self.parse(text, alternate=alternate)
             with self._lock:
                 self.selector.prepare(parsed.turns())
-        except (DemoError, ValueError):
+        except ValueError:  # DemoError too
             return False
         return True
 

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from core.serving.text_scorer import (TEXT_SCORER_CONFIG, TEXT_SCORER_WEIGHTS, TextScorer, TextScorerConfig, embed_splits,
                               reference_statistics, sticker_prototypes, train_bilinear)
-from core.evaluation.metrics import candidate_sets
+from core.evaluation.metrics import candidate_sets, expected_reciprocal_rank
 from core.serving.prior import PRIOR_FILE, StickerPrior
 from core.serving.scoring import load_scorer, record_scoring_file
 
@@ -89,16 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "the weights again, and write the prior anew (e.g. after a change in how the prior treats "
                         "stickers unknown to training)")
     return p
-
-
-def expected_reciprocal_rank(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
-    """(..., N, K) candidate scores, (N,) gold columns -> (...,) mean reciprocal rank of the gold, ties broken
-    at random in expectation (a constant scorer is not perfect): mean over k <= ties of 1 / (1 + higher + k)."""
-    mine = scores.gather(-1, gold.expand(*scores.shape[:-1]).unsqueeze(-1))               # (..., N, 1)
-    higher = (scores > mine).sum(-1).double()
-    tied = (scores == mine).sum(-1).double() - 1
-    # sum_{k=0..t} 1/(h+1+k) = H(h+t+1) - H(h), with H(n) = digamma(n+1) + Euler's constant
-    return ((torch.digamma(higher + tied + 2) - torch.digamma(higher + 1)) / (tied + 1)).mean(-1)
 
 
 def fit_weights(splits: dict[str, dict[str, torch.Tensor]], grids: dict[str, tuple[float, ...]] = WEIGHT_GRIDS

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from core.data.mod import load_mod
-from core.evaluation.metrics import candidate_sets
+from core.evaluation.metrics import candidate_sets, expected_reciprocal_rank
 from core.evaluation.protocol import evaluate
 from core.serving.prior import UNKNOWN_RULES
 from core.serving.scoring import load_scorer
@@ -61,22 +61,23 @@ def score_tables(scorer, samples: dict[str, list[dict]]) -> dict[str, torch.Tens
 
 
 def valid_mrr(table: torch.Tensor, samples: list[dict], pool: list[str]) -> float:
-    """Mean MRR10 over the 10-candidate sets of VALID_SEEDS (ties broken at random, in expectation)."""
+    """Mean MRR10 over the 10-candidate sets of VALID_SEEDS (ties broken at random, in expectation), as
+    train.text_scorer chooses weights."""
     index = {sid: i for i, sid in enumerate(pool)}
     gold = [s["sticker_id"] for s in samples]
-    total, n = 0.0, 0
+    rows, columns, gold_column = [], [], []
     for seed in VALID_SEEDS:
-        for i, candidates in enumerate(candidate_sets(gold, sorted(pool), 10, seed)):
-            scores = table[i, [index[c] for c in candidates]]
-            mine = scores[candidates.index(gold[i])]
-            higher, tied = int((scores > mine).sum()), int((scores == mine).sum()) - 1
-            total += sum(1.0 / (1 + higher + k) for k in range(tied + 1)) / (tied + 1)
-            n += 1
-    return 100.0 * total / max(n, 1)
+        for i, candidates in enumerate(candidate_sets(gold, pool, 10, seed)):
+            rows.append(i)
+            columns.append([index[c] for c in candidates])
+            gold_column.append(candidates.index(gold[i]))
+    scores = table[torch.tensor(rows).unsqueeze(1), torch.tensor(columns)]                 # (M, 10)
+    return 100.0 * float(expected_reciprocal_rank(scores, torch.tensor(gold_column)))
 
 
 def frontier(tables, samples, pool, prior, offsets, train_gold) -> list[dict]:
     """One row per offset: the validation objective and the test metrics."""
+    index = {sid: i for i, sid in enumerate(pool)}
     out = []
     for offset in offsets:
         log_prior = torch.tensor([prior.log_prior(s) + (offset if prior.is_unknown(s) else 0.0) for s in pool])
@@ -88,7 +89,6 @@ def frontier(tables, samples, pool, prior, offsets, train_gold) -> list[dict]:
                 row[f"{split}_MRR10"] = round(valid_mrr(table, split_samples, pool), 2)
                 continue
             own = {s["sample_id"]: table[i] for i, s in enumerate(split_samples)}
-            index = {sid: i for i, sid in enumerate(pool)}
             result = evaluate(lambda s, c: [float(own[s["sample_id"]][index[x]]) for x in c], split_samples, pool,
                               train_gold, seed=0, candidates="all")
             row[split] = {k: round(result[k], 2) for k in ("R10@1", "MRR10", "RALL@5")}

@@ -118,3 +118,15 @@ def percentile(values: list[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def expected_reciprocal_rank(scores: "torch.Tensor", gold: "torch.Tensor") -> "torch.Tensor":
+    """(..., N, K) candidate scores, (N,) gold columns -> (...,) mean reciprocal rank of the gold, ties broken
+    at random in expectation (a constant scorer is not perfect): mean over k <= ties of 1 / (1 + higher + k)."""
+    import torch
+
+    mine = scores.gather(-1, gold.expand(*scores.shape[:-1]).unsqueeze(-1))               # (..., N, 1)
+    higher = (scores > mine).sum(-1).double()
+    tied = (scores == mine).sum(-1).double() - 1
+    # sum_{k=0..t} 1/(h+1+k) = H(h+t+1) - H(h), with H(n) = digamma(n+1) + Euler's constant
+    return ((torch.digamma(higher + tied + 2) - torch.digamma(higher + 1)) / (tied + 1)).mean(-1)
