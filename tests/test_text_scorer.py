@@ -265,3 +265,36 @@ def test_text_scorer_cli_evaluate_load_and_ship(mini, tmp_path):
     with pytest.raises(SystemExit, match="no text scorer"):
         text_scorer.main(["--checkpoint", str(bare), "--data", str(mini), "--refit-weights",
                           "--feature-cache", str(tmp_path / "f.safetensors")])
+
+
+def test_distant_supervision_stage_tunes_the_encoder_first(mini, tmp_path):
+    """--distant-corpus: the encoder first learns (comment, emoticon tag) pairs, then the training split;
+    its tuned layers differ from a run without the stage, and the option needs --finetune-epochs."""
+    from core.model.backbone import tiny_backbone
+    from train import text_scorer, trainer
+
+    checkpoint = tmp_path / "run" / "best"
+    trainer.main(["--recipe", "tiny", "--image-encoder", "random_projection:16", "--lexicon", "none",
+                  "--test-candidates", "none", "--data", str(mini), "--output", str(tmp_path / "run"),
+                  "--feature-cache", str(tmp_path / "f.safetensors")])
+    corpus = tmp_path / "comments.txt"
+    corpus.write_text("\n".join(f"{text}[{tag}]" for text, tag in [("今天天气真好", "哈哈"), ("谢谢你", "心"),
+                                                                   ("再见", "泪"), ("你好", "哈哈"), ("好难过", "泪")] * 4),
+                      encoding="utf-8")
+    texts = [s.ocr + s.name_label for s in load_stickers(mini)] + ["你好今天天气真好谢谢再见哈哈心泪难过"]
+    encoder, tokenizer = tiny_backbone(texts, seed=0)
+    encoder.save_pretrained(tmp_path / "encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    common = ["--checkpoint", str(checkpoint), "--data", str(mini), "--encoder", str(tmp_path / "encoder"),
+              "--epochs", "0", "--text-weight", "1.0", "--finetune-layers", "1", "--finetune-batch-size", "8",
+              "--feature-cache", str(tmp_path / "f.safetensors")]
+    with pytest.raises(SystemExit, match="--finetune-epochs"):
+        text_scorer.main(common + ["--distant-corpus", str(corpus)])
+    plain = text_scorer.main(common + ["--finetune-epochs", "1"])
+    plain_layers = (checkpoint / "text_encoder.safetensors").read_bytes()
+    distant = text_scorer.main(common + ["--finetune-epochs", "1", "--distant-corpus", str(corpus),
+                                         "--distant-min-count", "2", "--distant-epochs", "2"])
+    assert plain["distant_corpus"] is None and distant["distant_corpus"] == str(corpus)
+    assert distant["fine_tuned"] and (checkpoint / "text_encoder.safetensors").read_bytes() != plain_layers
+    with pytest.raises(SystemExit, match="no such corpus file"):
+        text_scorer.main(common + ["--finetune-epochs", "1", "--distant-corpus", str(tmp_path / "missing.txt")])

