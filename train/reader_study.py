@@ -25,7 +25,6 @@ import logging
 import math
 import random
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -199,4 +198,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    main()
