@@ -15,7 +15,8 @@ out, or added later in the demo), to its text vector (through a rank-32 bilinear
 training split; --epochs 0 keeps the plain cosine), with the exact mean and covariance of the
 training dialogues' vectors. With --finetune-epochs N the encoder's top --finetune-layers layers
 are first fine-tuned contrastively on the training split (core.training.text_encoder; written as
-CKPT/text_encoder.safetensors). Stickers are read through their text and the dialogues that chose
+CKPT/text_encoder.safetensors); --distant-corpus FILE first tunes them on (comment, emoticon tag) pairs
+(core.data.distant, e.g. zh_corpus/weibo_comments.txt). Stickers are read through their text and the dialogues that chose
 them, never through an id, and no term favours seen or unseen stickers as such.
 
 a, b, c, w are chosen together on the validation splits: the mean of the MRR10 over the
@@ -125,6 +126,18 @@ def fit_weights(splits: dict[str, dict[str, torch.Tensor]], grids: dict[str, tup
                      "top": top}
 
 
+def loss_progress(description: str):
+    """(tqdm bar, the progress(step, steps, loss) callback of core.training.text_encoder.finetune that drives it)."""
+    bar = tqdm(desc=description, file=sys.stderr)
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        bar.total = steps
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update(1)
+
+    return bar, progress
+
+
 def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: list[str], pool: list[str],
                       checkpoint: Path) -> dict[str, torch.Tensor]:
     """Fine-tunes the encoder on the training split (core.training.text_encoder), writes its tuned layers into the
@@ -140,13 +153,7 @@ def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: 
                                 temperature=args.temperature, seed=args.seed)
     if args.distant_corpus:
         distant_stage(model, args, settings)
-    bar = tqdm(desc="fine-tune text encoder", file=sys.stderr)
-
-    def progress(step: int, steps: int, loss: float) -> None:
-        bar.total = steps
-        bar.set_postfix(loss=f"{loss:.3f}")
-        bar.update(1)
-
+    bar, progress = loss_progress("fine-tune text encoder")
     first = finetune(model, [dialogue_text(r["texts"], args.turns) for r in rows["train"]],
                      [index[r["sticker_id"]] for r in rows["train"]], sticker_texts,
                      [index[s] for s in known], settings, progress)
@@ -173,13 +180,7 @@ def distant_stage(model, args, settings) -> None:
         raise SystemExit(f"--distant-corpus: {error}") from error
     log.info("distant supervision: %d (comment, emoticon) pairs, %d tags, %d epoch(s)", len(pairs), len(pairs.tags),
              args.distant_epochs)
-    bar = tqdm(desc="distant supervision", file=sys.stderr)
-
-    def progress(step: int, steps: int, loss: float) -> None:
-        bar.total = steps
-        bar.set_postfix(loss=f"{loss:.3f}")
-        bar.update(1)
-
+    bar, progress = loss_progress("distant supervision")
     finetune(model, pairs.texts, pairs.labels, pairs.tags, list(range(len(pairs.tags))),
              dataclasses.replace(settings, epochs=args.distant_epochs), progress)
     bar.close()
