@@ -45,3 +45,48 @@ def test_bad_settings_and_empty_results_are_named(tmp_path, kwargs, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ValueError, match="no such corpus file"):
         emoticon_pairs(tmp_path / "nope.txt")
+
+
+CONV = """E
+M 我考试又挂了
+M 好可怜
+M 明天请你吃饭
+M 好的 好的!
+E
+M 你是谁
+M Jack
+M 这个给你
+M 谢谢你特意从很远的地方带过来给我这么多好吃的东西
+E
+M 你好
+"""
+
+
+def test_reply_pairs_pair_each_line_with_its_short_reply_within_a_scene(tmp_path):
+    from core.data.distant import reply_pairs
+
+    (tmp_path / "a.conv").write_text(CONV, encoding="utf-8")
+    pairs = reply_pairs(tmp_path, max_reply_chars=6)
+    got = sorted((text, pairs.tags[label]) for text, label in zip(pairs.texts, pairs.labels))
+    # no pair across scenes, none with a reply without Chinese (Jack) or longer than 6 characters
+    assert got == sorted([("我考试又挂了", "好可怜"), ("好可怜", "明天请你吃饭"), ("明天请你吃饭", "好的 好的!"),
+                          ("Jack", "这个给你")])
+    capped = reply_pairs(tmp_path / "a.conv", max_reply_chars=6, limit=2)
+    assert len(capped) == 2 and set(capped.texts) <= set(pairs.texts)
+
+
+def test_reply_pairs_cap_frequent_replies_and_name_bad_input(tmp_path):
+    from core.data.distant import reply_pairs
+
+    lines = "".join(f"E\nM 第{i}句话\nM 什么?\n" for i in range(30))
+    (tmp_path / "b.conv").write_text(lines, encoding="utf-8")
+    pairs = reply_pairs(tmp_path, per_reply=5)
+    assert pairs.tags == ["什么?"] and len(pairs) == 5
+    with pytest.raises(ValueError, match="no subtitle dialogue file"):
+        reply_pairs(tmp_path / "empty_dir_missing")
+    with pytest.raises(ValueError, match="per_reply"):
+        reply_pairs(tmp_path, per_reply=0)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "c.conv").write_text("E\nM Hello\nM OK\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no \\(line, short reply\\) pair"):
+        reply_pairs(tmp_path / "c")

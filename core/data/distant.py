@@ -63,3 +63,61 @@ def emoticon_pairs(path: str | Path, *, min_count: int = 30, per_tag: int = 150,
         pairs += [(text, label) for text in texts[:per_tag]]
     rng.shuffle(pairs)
     return EmoticonPairs([t for t, _ in pairs], [label for _, label in pairs], tags)
+
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+PUNCTUATION = re.compile(r"[\s\W_]+")
+
+
+def _conv_scenes(path: Path):
+    """Scenes of a subtitle .conv file ("E" starts a scene, "M text" is a line): lists of lines."""
+    scene: list[str] = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("E"):
+                if scene:
+                    yield scene
+                scene = []
+            elif line.startswith("M "):
+                scene.append(" ".join(line[2:].split()))
+    if scene:
+        yield scene
+
+
+def reply_pairs(path: str | Path, *, max_reply_chars: int = 12, per_reply: int = 20, limit: int = 20000,
+                min_chars: int = 2, max_chars: int = 60, seed: int = 0) -> EmoticonPairs:
+    """(line, short reply) pairs from subtitle dialogues: a .conv file or a folder of them (e.g.
+    zh_corpus/subtitles). A sticker is a short reply to the turn before it; these pairs teach the encoder
+    which short replies answer which lines, whatever the reply. A pair is two consecutive lines of a scene
+    whose reply has 1..max_reply_chars characters (without punctuation and spaces; at least one Chinese
+    character) and whose first line has min_chars..max_chars. The distinct replies (compared without
+    punctuation) are the pairs' targets (`tags`); at most `per_reply` lines are kept per reply (a seeded
+    sample, so 什么 and 好的 do not drown the rest), and at most `limit` pairs in all."""
+    if max_reply_chars < 1 or per_reply < 1 or limit < 1 or not 0 < min_chars <= max_chars:
+        raise ValueError(f"max_reply_chars={max_reply_chars}, per_reply={per_reply}, limit={limit}, "
+                         f"min_chars={min_chars}, max_chars={max_chars}: need positive values and min_chars <= max_chars")
+    path = Path(path)
+    files = sorted(path.glob("*.conv")) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise ValueError(f"{path}: no subtitle dialogue file (.conv: 'E' starts a scene, 'M text' is a line)")
+    by_reply: dict[str, list[str]] = defaultdict(list)
+    shown: dict[str, str] = {}
+    for file in files:
+        for scene in _conv_scenes(file):
+            for line, reply in zip(scene, scene[1:]):
+                key = PUNCTUATION.sub("", reply)
+                if 1 <= len(key) <= max_reply_chars and CJK.search(key) and min_chars <= len(line) <= max_chars:
+                    by_reply[key].append(line)
+                    shown.setdefault(key, reply)
+    if not by_reply:
+        raise ValueError(f"{path}: no (line, short reply) pair found")
+    rng = random.Random(seed)
+    keys = sorted(by_reply)
+    pairs = []
+    for label, key in enumerate(keys):
+        lines = sorted(set(by_reply[key]))
+        rng.shuffle(lines)
+        pairs += [(line, label) for line in lines[:per_reply]]
+    rng.shuffle(pairs)
+    pairs = pairs[:limit]
+    return EmoticonPairs([t for t, _ in pairs], [label for _, label in pairs], [shown[k] for k in keys])

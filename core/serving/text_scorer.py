@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 TEXT_SCORER_CONFIG = "text_scorer.json"
 TEXT_SCORER_WEIGHTS = "text_scorer.safetensors"
-STICKER_TEXTS = ("name", "ocr", "name+ocr")
+STICKER_TEXTS = ("name", "ocr", "name+ocr", "name+ocr+gloss")
 
 Encode = Callable[[list[str]], torch.Tensor]  # texts -> (N, H) unit vectors
 
@@ -52,10 +52,15 @@ def safe_name(text: str) -> str:
 
 
 def sticker_text(sticker, which: str) -> str:
-    """The text embedded for a sticker: its name label, its OCR text, or both (each falls back on the other)."""
+    """The text embedded for a sticker: its name label, its OCR text, or both (each falls back on the other);
+    "name+ocr+gloss" adds its usage gloss (core.data.glosses) when the packaged table has one for it."""
     if which not in STICKER_TEXTS:
         raise ValueError(f"sticker_text={which!r}; expected one of {STICKER_TEXTS}")
     name, ocr = sticker.name_label or "", sticker.ocr or ""
+    if which == "name+ocr+gloss":
+        from core.data.glosses import gloss_of
+
+        return f"{name} {ocr} {gloss_of(sticker)}".strip()
     text = {"name": name or ocr, "ocr": ocr or name, "name+ocr": f"{name} {ocr}"}[which]
     return text.strip()
 
@@ -150,7 +155,7 @@ class TextScorerConfig:
     prefix: str = "query: "        # put before every text (e5's convention)
     max_length: int = 128
     turns: int = 1                 # dialogue turns embedded (the last ones)
-    sticker_text: str = "name"     # name | ocr | name+ocr
+    sticker_text: str = "name"     # name | ocr | name+ocr | name+ocr+gloss
     hidden: int = 384
     rank: int = 32
     temperature: float = 0.05
