@@ -158,10 +158,7 @@ def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: 
     settings = FinetuneSettings(epochs=args.finetune_epochs, layers=args.finetune_layers, lr=args.finetune_lr,
                                 batch_size=args.finetune_batch_size, negatives=args.finetune_negatives,
                                 temperature=args.temperature, seed=args.seed)
-    if args.distant_replies:
-        reply_stage(model, args, settings)
-    if args.distant_corpus:
-        distant_stage(model, args, settings)
+    distant_stages(model, args, settings)
     bar, progress = loss_progress("fine-tune text encoder")
     first = finetune(model, [dialogue_text(r["texts"], args.turns) for r in rows["train"]],
                      [index[r["sticker_id"]] for r in rows["train"]], sticker_texts,
@@ -174,45 +171,33 @@ def finetuned_vectors(args, rows: dict[str, list[dict]], stickers: list, known: 
     return vectors
 
 
-def distant_stage(model, args, settings) -> None:
-    """The distant-supervision stage (core.data.distant): the encoder's top layers learn to match comments
-    with the emoticon tags sent beside them, before the training split's (turn, sticker text) pairs."""
+def distant_stages(model, args, settings) -> None:
+    """The distant-supervision stages (core.data.distant), before the training split's (turn, sticker text)
+    pairs: with --distant-replies the encoder's top layers first learn which short replies answer which
+    subtitle lines (a sticker being a short reply to the turn before it), then with --distant-corpus to
+    match comments with the emoticon tags sent beside them."""
     import dataclasses
 
-    from core.data.distant import emoticon_pairs
+    from core.data.distant import emoticon_pairs, reply_pairs
     from core.training.text_encoder import finetune
 
-    try:
-        pairs = emoticon_pairs(args.distant_corpus, min_count=args.distant_min_count, per_tag=args.distant_per_tag,
-                               seed=args.seed)
-    except ValueError as error:
-        raise SystemExit(f"--distant-corpus: {error}") from error
-    log.info("distant supervision: %d (comment, emoticon) pairs, %d tags, %d epoch(s)", len(pairs), len(pairs.tags),
-             args.distant_epochs)
-    bar, progress = loss_progress("distant supervision")
-    finetune(model, pairs.texts, pairs.labels, pairs.tags, list(range(len(pairs.tags))),
-             dataclasses.replace(settings, epochs=args.distant_epochs), progress)
-    bar.close()
-
-
-def reply_stage(model, args, settings) -> None:
-    """The reply stage (core.data.distant.reply_pairs): the encoder's top layers learn which short replies
-    answer which subtitle lines, a sticker being a short reply to the turn before it."""
-    import dataclasses
-
-    from core.data.distant import reply_pairs
-    from core.training.text_encoder import finetune
-
-    try:
-        pairs = reply_pairs(args.distant_replies, limit=args.distant_reply_pairs, seed=args.seed)
-    except ValueError as error:
-        raise SystemExit(f"--distant-replies: {error}") from error
-    log.info("reply stage: %d (line, reply) pairs, %d distinct replies, %d epoch(s)", len(pairs), len(pairs.tags),
-             args.distant_epochs)
-    bar, progress = loss_progress("reply pairs")
-    finetune(model, pairs.texts, pairs.labels, pairs.tags, sorted(set(pairs.labels)),
-             dataclasses.replace(settings, epochs=args.distant_epochs), progress)
-    bar.close()
+    stages = []
+    if args.distant_replies:
+        stages.append(("--distant-replies", "reply pairs", lambda: reply_pairs(
+            args.distant_replies, limit=args.distant_reply_pairs, seed=args.seed)))
+    if args.distant_corpus:
+        stages.append(("--distant-corpus", "distant supervision", lambda: emoticon_pairs(
+            args.distant_corpus, min_count=args.distant_min_count, per_tag=args.distant_per_tag, seed=args.seed)))
+    for flag, description, make_pairs in stages:
+        try:
+            pairs = make_pairs()
+        except ValueError as error:
+            raise SystemExit(f"{flag}: {error}") from error
+        log.info("%s: %d pairs, %d targets, %d epoch(s)", description, len(pairs), len(pairs.tags), args.distant_epochs)
+        bar, progress = loss_progress(description)
+        finetune(model, pairs.texts, pairs.labels, pairs.tags, sorted(set(pairs.labels)),
+                 dataclasses.replace(settings, epochs=args.distant_epochs), progress)
+        bar.close()
 
 
 def validation_parts(text: TextScorer, dialogue_vectors: torch.Tensor, sticker_vectors: torch.Tensor,

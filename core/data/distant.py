@@ -55,14 +55,22 @@ def emoticon_pairs(path: str | Path, *, min_count: int = 30, per_tag: int = 150,
     tags = sorted(tag for tag, texts in by_tag.items() if len(texts) >= min_count)
     if not tags:
         raise ValueError(f"{path}: no emoticon tag occurs {min_count} times or more")
+    return _sampled_pairs(by_tag, tags, per_tag, seed, tags)
+
+
+def _sampled_pairs(texts_by_key: dict[str, list[str]], keys: list[str], per_key: int, seed: int, shown: list[str],
+                   limit: int | None = None) -> EmoticonPairs:
+    """At most `per_key` distinct texts of each key (a seeded sample), paired with the key's index, in a
+    seeded random order, the first `limit` of them; `shown[i]` is the target text of key i."""
     rng = random.Random(seed)
     pairs = []
-    for label, tag in enumerate(tags):
-        texts = sorted(set(by_tag[tag]))
+    for label, key in enumerate(keys):
+        texts = sorted(set(texts_by_key[key]))
         rng.shuffle(texts)
-        pairs += [(text, label) for text in texts[:per_tag]]
+        pairs += [(text, label) for text in texts[:per_key]]
     rng.shuffle(pairs)
-    return EmoticonPairs([t for t, _ in pairs], [label for _, label in pairs], tags)
+    pairs = pairs[:limit]
+    return EmoticonPairs([t for t, _ in pairs], [label for _, label in pairs], shown)
 
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -111,13 +119,5 @@ def reply_pairs(path: str | Path, *, max_reply_chars: int = 12, per_reply: int =
                     shown.setdefault(key, reply)
     if not by_reply:
         raise ValueError(f"{path}: no (line, short reply) pair found")
-    rng = random.Random(seed)
     keys = sorted(by_reply)
-    pairs = []
-    for label, key in enumerate(keys):
-        lines = sorted(set(by_reply[key]))
-        rng.shuffle(lines)
-        pairs += [(line, label) for line in lines[:per_reply]]
-    rng.shuffle(pairs)
-    pairs = pairs[:limit]
-    return EmoticonPairs([t for t, _ in pairs], [label for _, label in pairs], [shown[k] for k in keys])
+    return _sampled_pairs(by_reply, keys, per_reply, seed, [shown[k] for k in keys], limit)
