@@ -19,17 +19,19 @@ TAG = re.compile(r"\[([^\[\]\s]{1,6})\]")
 
 
 @dataclass(frozen=True)
-class EmoticonPairs:
-    texts: list[str]      # messages with their tags removed
-    labels: list[int]     # index into `tags` of the tag each message carried
-    tags: list[str]       # the tag names (the "sticker texts" of this data)
+class DistantPairs:
+    """Distant-supervision pairs: texts, each paired with one of a list of target texts."""
+
+    texts: list[str]      # messages (their tags removed) or subtitle lines
+    labels: list[int]     # index into `tags` of each text's target
+    tags: list[str]       # the targets: emoticon tag names or short replies (the "sticker texts" of this data)
 
     def __len__(self) -> int:
         return len(self.texts)
 
 
 def emoticon_pairs(path: str | Path, *, min_count: int = 30, per_tag: int = 150, min_chars: int = 2,
-                   max_chars: int = 60, seed: int = 0) -> EmoticonPairs:
+                   max_chars: int = 60, seed: int = 0) -> DistantPairs:
     """(message, tag) pairs from a file of one comment per line (e.g. zh_corpus/weibo_comments.txt).
 
     A message is the line without its `[tag]`s, kept when it has min_chars..max_chars characters;
@@ -59,7 +61,7 @@ def emoticon_pairs(path: str | Path, *, min_count: int = 30, per_tag: int = 150,
 
 
 def _sampled_pairs(texts_by_key: dict[str, list[str]], keys: list[str], per_key: int, seed: int, shown: list[str],
-                   limit: int | None = None) -> EmoticonPairs:
+                   limit: int | None = None) -> DistantPairs:
     """At most `per_key` distinct texts of each key (a seeded sample), paired with the key's index, in a
     seeded random order, the first `limit` of them; `shown[i]` is the target text of key i."""
     rng = random.Random(seed)
@@ -70,7 +72,7 @@ def _sampled_pairs(texts_by_key: dict[str, list[str]], keys: list[str], per_key:
         pairs += [(text, label) for text in texts[:per_key]]
     rng.shuffle(pairs)
     pairs = pairs[:limit]
-    return EmoticonPairs([t for t, _ in pairs], [label for _, label in pairs], shown)
+    return DistantPairs([t for t, _ in pairs], [label for _, label in pairs], shown)
 
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -93,7 +95,7 @@ def _conv_scenes(path: Path):
 
 
 def reply_pairs(path: str | Path, *, max_reply_chars: int = 12, per_reply: int = 20, limit: int = 20000,
-                min_chars: int = 2, max_chars: int = 60, seed: int = 0) -> EmoticonPairs:
+                min_chars: int = 2, max_chars: int = 60, seed: int = 0) -> DistantPairs:
     """(line, short reply) pairs from subtitle dialogues: a .conv file or a folder of them (e.g.
     zh_corpus/subtitles). A sticker is a short reply to the turn before it; these pairs teach the encoder
     which short replies answer which lines, whatever the reply. A pair is two consecutive lines of a scene

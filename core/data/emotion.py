@@ -87,13 +87,13 @@ statements, questions, jokes without affect) get none.
 
 from __future__ import annotations
 
-import json
 import logging
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from .sticker_tables import canonical_file_name, read_sticker_table
 
 __all__ = [
     "EMOTION_CLASSES",
@@ -346,10 +346,6 @@ def _canonical_id(sticker_id: object) -> str:
     return f"{int(text):03d}" if text.isdigit() else text
 
 
-def _canonical_name(file_name: object) -> str:
-    return unicodedata.normalize("NFC", str(file_name).strip())
-
-
 def _hand_entry(key: object, raw: object, path: Path) -> tuple[str, HandLabel]:
     """Validate one ``"id": {"file", "label", "note"?}`` entry of the table."""
     where = f"{path}: sticker {key!r}"
@@ -365,7 +361,7 @@ def _hand_entry(key: object, raw: object, path: Path) -> tuple[str, HandLabel]:
     if not isinstance(note, str):
         raise HandLabelError(f"{where}: note must be text")
     index = None if label is None else EMOTION_CLASSES.index(label)
-    return _canonical_id(key), HandLabel(_canonical_name(file_name), index, note)
+    return _canonical_id(key), HandLabel(canonical_file_name(file_name), index, note)
 
 
 def load_hand_labels(path: str | Path | None = None) -> dict[str, HandLabel]:
@@ -382,12 +378,7 @@ def load_hand_labels(path: str | Path | None = None) -> dict[str, HandLabel]:
             or has a malformed or duplicate entry.
     """
     path = HAND_LABELS_PATH if path is None else Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HandLabelError(f"{path}: cannot read hand label table ({exc})") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("stickers"), dict):
-        raise HandLabelError(f'{path}: expected an object with a "stickers" object')
+    raw = read_sticker_table(path, HandLabelError, "hand label table")
     if raw.get("classes", EMOTION_CLASSES) != EMOTION_CLASSES:
         raise HandLabelError(f"{path}: classes {raw.get('classes')!r} differ from {EMOTION_CLASSES}")
     table: dict[str, HandLabel] = {}
@@ -423,7 +414,7 @@ def apply_hand_labels(labels: Mapping[str, int], stickers: Iterable[_StickerLike
         if entry is None:
             continue
         file_name = getattr(sticker, "file_name", None)
-        if file_name is None or _canonical_name(file_name) != entry.file_name:
+        if file_name is None or canonical_file_name(file_name) != entry.file_name:
             mismatched += 1
             continue
         before = result.get(sticker.sticker_id)

@@ -14,11 +14,11 @@ and a sticker added later is read through its own text until someone glosses it.
 """
 from __future__ import annotations
 
-import json
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from .sticker_tables import canonical_file_name, read_sticker_table
 
 GLOSSES_PATH = Path(__file__).with_name("sticker_glosses.json")
 MAX_GLOSS_CHARS = 120
@@ -34,21 +34,12 @@ class Gloss:
     text: str
 
 
-def _canonical_name(file_name: object) -> str:
-    return unicodedata.normalize("NFC", str(file_name).strip())
-
-
 def load_glosses(path: str | Path | None = None) -> dict[str, Gloss]:
     """Read a gloss table (default :data:`GLOSSES_PATH`): ``{"stickers": {"000": {"file": "我不管.gif",
     "gloss": "..."}, ...}}`` -> zero-padded sticker id -> :class:`Gloss`. Raises GlossError naming the
     file and entry when the table is missing, not JSON, or has a malformed entry."""
     path = GLOSSES_PATH if path is None else Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GlossError(f"{path}: cannot read the gloss table ({exc})") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("stickers"), dict):
-        raise GlossError(f'{path}: expected an object with a "stickers" object')
+    raw = read_sticker_table(path, GlossError, "the gloss table")
     table: dict[str, Gloss] = {}
     for key, entry in raw["stickers"].items():
         where = f"{path}: sticker {key!r}"
@@ -64,7 +55,7 @@ def load_glosses(path: str | Path | None = None) -> dict[str, Gloss]:
         sticker_id = f"{int(key):03d}"
         if sticker_id in table:
             raise GlossError(f"{where}: sticker {sticker_id} listed twice")
-        table[sticker_id] = Gloss(_canonical_name(file_name), " ".join(text.split()))
+        table[sticker_id] = Gloss(canonical_file_name(file_name), " ".join(text.split()))
     return table
 
 
@@ -79,6 +70,6 @@ def gloss_of(sticker, table: dict[str, Gloss] | None = None) -> str:
     table = _packaged_glosses() if table is None else table
     entry = table.get(str(getattr(sticker, "sticker_id", "")))
     file_name = getattr(sticker, "file_name", None)
-    if entry is None or not file_name or _canonical_name(file_name) != entry.file_name:
+    if entry is None or not file_name or canonical_file_name(file_name) != entry.file_name:
         return ""
     return entry.text
